@@ -1,0 +1,33 @@
+"""Choosing the torch device, loudly."""
+from __future__ import annotations
+
+import torch
+
+
+class DeviceUnavailableError(RuntimeError):
+    """A GPU was asked for and none is visible."""
+
+
+def resolve_device(spec: str = "auto") -> torch.device:
+    """``auto`` -> CUDA when visible, else CPU; ``cuda`` without a GPU raises.
+
+    Beam's stock PyTorch handler quietly falls back to CPU when CUDA is missing;
+    a job that asked for a GPU should fail instead of running 50x slower.
+    """
+    if spec == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    device = torch.device(spec)
+    if device.type == "cuda" and not torch.cuda.is_available():
+        raise DeviceUnavailableError(
+            f"device '{spec}' was asked for but torch sees no CUDA GPU "
+            "(check the worker's accelerator and driver, or set model.device=cpu)"
+        )
+    return device
+
+
+def describe_device(device: torch.device) -> str:
+    """A short, human-readable device name for verdict rows, e.g. ``cuda:0 (NVIDIA L4)``."""
+    if device.type == "cuda":
+        index = device.index if device.index is not None else torch.cuda.current_device()
+        return f"cuda:{index} ({torch.cuda.get_device_name(index)})"
+    return device.type

@@ -1,0 +1,120 @@
+"""Batched MTCNN face detection on a downscaled copy of a clip's frames."""
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass
+from typing import Sequence
+
+import cv2
+import numpy as np
+import torch
+
+from models.torchvision_compat import import_facenet_mtcnn
+
+logger = logging.getLogger(__name__)
+
+# MTCNN's P-Net looks at 12x12 windows: no smaller face can be found.
+_MTCNN_MIN_FACE = 12
+
+
+@dataclass(frozen=True)
+class FrameFaces:
+    """The faces MTCNN found in one frame, in full-resolution pixel coordinates."""
+
+    boxes: np.ndarray  # (k, 4) float32: x1, y1, x2, y2
+    scores: np.ndarray  # (k,) float32 detection confidence
+    landmarks: np.ndarray  # (k, 5, 2) float32: eyes, nose, mouth corners
+
+    def __len__(self) -> int:
+        return len(self.boxes)
+
+    @staticmethod
+    def empty() -> "FrameFaces":
+        return FrameFaces(
+            np.zeros((0, 4), np.float32), np.zeros((0,), np.float32), np.zeros((0, 5, 2), np.float32)
+        )
+
+
+class FaceDetector:
+    """facenet-pytorch's MTCNN run over whole clips at once.
+
+    Frames are downscaled so their longer side is at most ``detect_size`` (MTCNN's
+    batch mode needs equal-size frames, which a clip has), detected in one batched
+    call, and boxes and landmarks are mapped back to full resolution. Faces below
+    ``min_confidence`` or with a shorter side than ``min_face_size`` full-resolution
+    pixels are dropped. Building one loads the MTCNN weights: do it once per worker.
+    """
+
+    def __init__(
+        self,
+        *,
+        detect_size: int = 640,
+        min_face_size: int = 40,
+        min_confidence: float = 0.9,
+        thresholds: Sequence[float] = (0.6, 0.7, 0.7),
+        device: str | torch.device = "cpu",
+    ):
+        if detect_size < 2 * _MTCNN_MIN_FACE:
+            raise ValueError(f"detect_size must be at least {2 * _MTCNN_MIN_FACE}, got {detect_size}")
+        self.detect_size = detect_size
+        self.min_face_size = min_face_size
+        self.min_confidence = min_confidence
+        self.thresholds = tuple(float(t) for t in thresholds)
+        self.device = torch.device(device)
+        self._mtcnn_class = import_facenet_mtcnn()
+        self._mtcnn_cache: dict[int, torch.nn.Module] = {}
+
+    def _mtcnn(self, min_size: int) -> torch.nn.Module:
+        # MTCNN's minimum face size is fixed at construction; one instance per value
+        # (a scan sees few distinct downscale factors, and the nets are tiny).
+        if min_size not in self._mtcnn_cache:
+            self._mtcnn_cache[min_size] = self._mtcnn_class(
+                keep_all=True,
+                min_face_size=min_size,
+                thresholds=list(self.thresholds),
+                post_process=False,
+                select_largest=False,
+                device=self.device,
+            ).eval()
+        return self._mtcnn_cache[min_size]
+
+    def scale_for(self, height: int, width: int) -> float:
+        """The downscale factor applied before detection (1.0: none)."""
+        return min(1.0, self.detect_size / float(max(height, width)))
+
+    def detect(self, frames: np.ndarray) -> list[FrameFaces]:
+        """Detect faces in ``frames`` (``N x H x W x 3`` uint8 RGB, one clip).
+
+        Returns one ``FrameFaces`` per frame, sorted by decreasing confidence.
+        """
+        frames = np.asarray(frames)
+        if frames.ndim != 4 or frames.shape[-1] != 3 or frames.dtype != np.uint8:
+            raise ValueError(f"expected N x H x W x 3 uint8 frames, got {frames.shape} {frames.dtype}")
+        if len(frames) == 0:
+            return []
+        height, width = frames.shape[1:3]
+        scale = self.scale_for(height, width)
+        if scale < 1.0:
+            size = (max(1, round(width * scale)), max(1, round(height * scale)))
+            small = np.stack([cv2.resize(f, size, interpolation=cv2.INTER_AREA) for f in frames])
+        else:
+            small = frames
+        min_size = max(_MTCNN_MIN_FACE, int(self.min_face_size * scale))
+        with torch.inference_mode():
+            batch_boxes, batch_probs, batch_points = self._mtcnn(min_size).detect(small, landmarks=True)
+        results = []
+        for boxes, probs, points in zip(batch_boxes, batch_probs, batch_points):
+            results.append(self._to_frame_faces(boxes, probs, points, scale))
+        return results
+
+    def _to_frame_faces(self, boxes, probs, points, scale: float) -> FrameFaces:
+        # MTCNN returns None (not an empty array) for a frame without faces.
+        if boxes is None or len(boxes) == 0:
+            return FrameFaces.empty()
+        boxes = np.asarray(boxes, dtype=np.float32).reshape(-1, 4) / scale
+        probs = np.asarray(probs, dtype=np.float32).reshape(-1)
+        points = np.asarray(points, dtype=np.float32).reshape(-1, 5, 2) / scale
+        sides = np.minimum(boxes[:, 2] - boxes[:, 0], boxes[:, 3] - boxes[:, 1])
+        keep = (probs >= self.min_confidence) & (sides >= self.min_face_size)
+        order = np.argsort(-probs[keep], kind="stable")
+        return FrameFaces(boxes[keep][order], probs[keep][order], points[keep][order])

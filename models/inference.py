@@ -1,0 +1,69 @@
+"""Running the frame and sequence models on batches: the one place for that math.
+
+The Beam model handler, evaluation and benchmarks call these; none of them
+repeats the preprocessing, autocast or probability computation.
+"""
+from __future__ import annotations
+
+from contextlib import nullcontext
+from typing import Sequence
+
+import numpy as np
+import torch
+
+from models.checkpoint import LoadedCheckpoint
+from models.device import describe_device
+from models.preprocess import FacePreprocess
+
+
+class FramePredictor:
+    """Face crops (uint8 RGB) -> fake probabilities and pooled embeddings."""
+
+    def __init__(self, checkpoint: LoadedCheckpoint, device: torch.device):
+        self.card = checkpoint.card
+        self.device = device
+        self.device_name = describe_device(device)
+        self.preprocess = FacePreprocess.from_card(checkpoint.card)
+        self.model = checkpoint.frame_model.to(device).eval()
+        if device.type == "cuda":
+            self.model = self.model.to(memory_format=torch.channels_last)
+        self.fake_index = checkpoint.card.fake_index
+        self.temperature = float(checkpoint.card.temperature)
+
+    def _autocast(self):
+        if self.device.type == "cuda":
+            return torch.autocast("cuda", dtype=torch.bfloat16)
+        return nullcontext()
+
+    def __call__(self, crops: np.ndarray | Sequence[np.ndarray]) -> tuple[np.ndarray, np.ndarray]:
+        """Returns ``(probabilities (N,), embeddings (N, D))`` as float32 arrays."""
+        batch = self.preprocess(crops)
+        if self.device.type == "cuda":
+            batch = batch.pin_memory().to(self.device, non_blocking=True)
+        with torch.inference_mode(), self._autocast():
+            out = self.model(batch)
+        logits = out["logits"].float() / self.temperature
+        probs = torch.softmax(logits, dim=1)[:, self.fake_index]
+        return probs.cpu().numpy().astype(np.float32), out["embedding"].float().cpu().numpy()
+
+
+class SequencePredictor:
+    """Tracks (sequences of frame embeddings) -> fake probability per track."""
+
+    def __init__(self, checkpoint: LoadedCheckpoint, device: torch.device):
+        if checkpoint.sequence_model is None:
+            raise ValueError("the checkpoint has no sequence model")
+        self.device = device
+        self.model = checkpoint.sequence_model.to(device).eval()
+
+    def __call__(self, tracks: Sequence[np.ndarray]) -> np.ndarray:
+        """``tracks``: arrays of shape ``(T_i, D)``. Returns ``(len(tracks),)`` float32."""
+        if not tracks:
+            return np.zeros((0,), np.float32)
+        lengths = torch.tensor([len(t) for t in tracks], dtype=torch.int64)
+        padded = torch.zeros((len(tracks), int(lengths.max()), tracks[0].shape[1]), dtype=torch.float32)
+        for i, t in enumerate(tracks):
+            padded[i, : len(t)] = torch.from_numpy(np.asarray(t, dtype=np.float32))
+        with torch.inference_mode():
+            logits = self.model(padded.to(self.device), lengths)
+        return torch.sigmoid(logits.float()).cpu().numpy().astype(np.float32)

@@ -1,0 +1,171 @@
+"""The scan job: media files in, one Parquet verdict row per input out.
+
+``build_scan_pipeline`` wires the transforms; ``prepare_scan`` does the checks
+that must fail in a second on the laptop (config, inputs, checkpoint, output)
+before any worker starts; ``run_scan`` runs a prepared scan on the configured
+runner (DirectRunner by default, Dataflow with the usual Beam options).
+"""
+from __future__ import annotations
+
+import datetime as dt
+import importlib.metadata
+import json
+import logging
+import os
+import uuid
+from dataclasses import dataclass
+from typing import Optional, Sequence
+
+import apache_beam as beam
+import fsspec
+
+from models.checkpoint import CheckpointError, load_checkpoint
+from pipeline.config import ScanConfig, dump_config
+from pipeline.inputs import list_inputs
+from transforms.aggregate import AggregateVerdicts
+from transforms.elements import MediaInput
+from transforms.extract import ExtractFaces
+from transforms.handler import FrameModelHandler
+from transforms.score import ScoreFaces
+from transforms.verdicts import RunInfo, WriteVerdicts
+
+logger = logging.getLogger(__name__)
+
+DEMO_CHECKPOINT = os.path.join(os.path.dirname(os.path.dirname(__file__)), "models", "weights", "demo.pt")
+
+
+class OutputError(ValueError):
+    """The output location cannot be used."""
+
+
+def package_version() -> str:
+    try:
+        return importlib.metadata.version("deepfake-scan")
+    except importlib.metadata.PackageNotFoundError:
+        return "0+unknown"
+
+
+def default_checkpoint() -> str:
+    """The bundled demo checkpoint when installed, else untrained weights (see README)."""
+    return DEMO_CHECKPOINT if os.path.exists(DEMO_CHECKPOINT) else "untrained"
+
+
+def new_scan_id(now: Optional[dt.datetime] = None) -> str:
+    now = now or dt.datetime.now(dt.timezone.utc)
+    return f"{now:%Y%m%dT%H%M%SZ}-{uuid.uuid4().hex[:8]}"
+
+
+@dataclass(frozen=True)
+class ScanPlan:
+    """Everything a scan needs, checked on the driver."""
+
+    inputs: tuple[MediaInput, ...]
+    output_dir: str
+    config: ScanConfig
+    checkpoint: str
+    run: RunInfo
+
+    @property
+    def verdicts_dir(self) -> str:
+        return self.output_dir.rstrip("/") + "/verdicts"
+
+
+def prepare_scan(specs: Sequence[str], output_dir: str, config: ScanConfig) -> ScanPlan:
+    """List inputs, load the checkpoint once, and prepare the output folder.
+
+    Raises ``InputError``, ``CheckpointError`` or ``OutputError`` with a one-line message.
+    """
+    inputs = list_inputs(specs, config.inputs)
+    checkpoint = config.model.checkpoint or default_checkpoint()
+    loaded = load_checkpoint(checkpoint)
+    threshold = config.aggregate.threshold
+    if threshold is None:
+        threshold = float(loaded.card.threshold)
+    run = RunInfo(
+        scan_id=new_scan_id(),
+        model_name=loaded.card.name,
+        checkpoint_sha256=loaded.sha256,
+        package_version=package_version(),
+        threshold=threshold,
+    )
+    if loaded.card.name == "untrained":
+        logger.warning(
+            "scanning with UNTRAINED weights: scores are meaningless until a trained checkpoint is "
+            "given with --checkpoint (see README)"
+        )
+    plan = ScanPlan(tuple(inputs), output_dir, config, checkpoint, run)
+    _prepare_output(plan)
+    return plan
+
+
+def _prepare_output(plan: ScanPlan) -> None:
+    try:
+        fs, root = fsspec.core.url_to_fs(plan.output_dir)
+        fs.makedirs(root, exist_ok=True)
+        dump_config(plan.config, plan.output_dir.rstrip("/") + "/config.yaml")
+        _, verdicts = fsspec.core.url_to_fs(plan.verdicts_dir)
+        if fs.exists(verdicts):
+            # The folder belongs to the scan: a rerun replaces its rows, never adds to them.
+            logger.info("replacing earlier verdicts in %s", plan.verdicts_dir)
+            fs.rm(verdicts, recursive=True)
+    except (OSError, ValueError) as e:
+        raise OutputError(f"cannot write to output '{plan.output_dir}': {type(e).__name__}: {e}") from None
+
+
+def build_scan_pipeline(pipeline: beam.Pipeline, plan: ScanPlan) -> beam.PCollection:
+    """Wire the scan job into ``pipeline``; returns the verdict rows."""
+    config = plan.config
+    handler = FrameModelHandler(
+        plan.checkpoint,
+        device=config.model.device,
+        batch_size=config.model.batch_size,
+        model_copies=config.model.model_copies,
+    )
+    rows = (
+        pipeline
+        | "ListedInputs" >> beam.Create(list(plan.inputs))
+        | "ExtractFaces" >> ExtractFaces(config.sampling, config.faces, config.model.device)
+        | "ScoreFaces" >> ScoreFaces(handler)
+        | "AggregateVerdicts" >> AggregateVerdicts(plan.checkpoint, config.aggregate.strategy, plan.run)
+    )
+    rows | "WriteVerdicts" >> WriteVerdicts(plan.verdicts_dir)
+    return rows
+
+
+def run_scan(plan: ScanPlan, options=None, test_pipeline: Optional[beam.Pipeline] = None):
+    """Run a prepared scan to completion and record what ran beside the verdicts."""
+    started = dt.datetime.now(dt.timezone.utc)
+    pipeline = test_pipeline or beam.Pipeline(options=options)
+    build_scan_pipeline(pipeline, plan)
+    result = pipeline.run()
+    result.wait_until_finish()
+    _write_run_record(plan, started)
+    return result
+
+
+def _write_run_record(plan: ScanPlan, started: dt.datetime) -> None:
+    record = {
+        "scan_id": plan.run.scan_id,
+        "started_at": started.isoformat(),
+        "finished_at": dt.datetime.now(dt.timezone.utc).isoformat(),
+        "inputs": len(plan.inputs),
+        "checkpoint": plan.checkpoint,
+        "checkpoint_sha256": plan.run.checkpoint_sha256,
+        "model_name": plan.run.model_name,
+        "threshold": plan.run.threshold,
+        "package_version": plan.run.package_version,
+        "verdicts": plan.verdicts_dir,
+    }
+    with fsspec.open(plan.output_dir.rstrip("/") + "/run.json", "w") as f:
+        json.dump(record, f, indent=2)
+
+
+__all__ = [
+    "CheckpointError",
+    "OutputError",
+    "ScanPlan",
+    "build_scan_pipeline",
+    "default_checkpoint",
+    "prepare_scan",
+    "run_scan",
+]

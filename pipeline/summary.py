@@ -1,0 +1,38 @@
+"""A short, human-readable summary of a verdict table."""
+from __future__ import annotations
+
+from collections import Counter
+
+import fsspec
+import pyarrow.parquet as pq
+
+
+def read_verdicts(verdicts_dir: str):
+    """The verdict table under ``verdicts_dir`` (local or any fsspec URL)."""
+    fs, path = fsspec.core.url_to_fs(verdicts_dir)
+    return pq.read_table(path, filesystem=fs)
+
+
+def summarize(verdicts_dir: str, top: int = 5) -> str:
+    table = read_verdicts(verdicts_dir)
+    rows = table.select(["uri", "status", "label", "score", "num_tracks", "error", "model_name"]).to_pylist()
+    lines = [f"{len(rows)} inputs judged (model: {rows[0]['model_name'] if rows else '-'})"]
+    statuses = Counter(r["status"] for r in rows)
+    lines.append("  by status: " + ", ".join(f"{k} {v}" for k, v in sorted(statuses.items())))
+    labels = Counter(r["label"] for r in rows if r["label"])
+    if labels:
+        lines.append("  by label:  " + ", ".join(f"{k} {v}" for k, v in sorted(labels.items())))
+    scored = sorted((r for r in rows if r["score"] is not None), key=lambda r: -r["score"])
+    if scored:
+        lines.append(f"  most suspicious:")
+        for r in scored[:top]:
+            lines.append(f"    {r['score']:.3f}  {r['label']:<4}  tracks={r['num_tracks']}  {r['uri']!r}")
+    failed = [r for r in rows if r["status"] not in ("ok", "no_face")]
+    if failed:
+        lines.append("  not judged:")
+        for r in failed[:top]:
+            lines.append(f"    {r['status']:<11} {r['uri']!r}: {r['error']}")
+        if len(failed) > top:
+            lines.append(f"    ... and {len(failed) - top} more")
+    lines.append(f"  verdicts: {verdicts_dir}")
+    return "\n".join(lines)

@@ -1,0 +1,105 @@
+"""The small, typed elements that flow between the scan job's stages.
+
+Only face crops (inside ``FaceTrackCrops``) ever cross a stage boundary; full
+frames stay inside the DoFn that decoded them.
+"""
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass
+from typing import Optional
+
+import numpy as np
+
+# Status of an input's verdict. Each non-ok status comes with an error text.
+OK = "ok"
+NO_FACE = "no_face"
+UNREADABLE = "unreadable"
+UNSUPPORTED = "unsupported"
+ERROR = "error"
+STATUSES = (OK, NO_FACE, UNREADABLE, UNSUPPORTED, ERROR)
+
+
+@dataclass(frozen=True)
+class MediaInput:
+    """One file to judge, as listed by the driver."""
+
+    uri: str
+    media_type: Optional[str]  # "video", "image", or None for an unsupported type
+    label: Optional[str] = None  # ground truth from a manifest, when known
+
+
+@dataclass(frozen=True)
+class MediaInfo:
+    """What is known about an input's bytes and container."""
+
+    uri: str
+    media_type: Optional[str]
+    file_size: Optional[int] = None
+    content_sha256: Optional[str] = None
+    duration_s: Optional[float] = None
+    fps: Optional[float] = None
+    width: Optional[int] = None
+    height: Optional[int] = None
+    codec: Optional[str] = None
+    num_frames: Optional[int] = None
+    decoder: Optional[str] = None
+
+
+@dataclass(frozen=True)
+class FaceTrackCrops:
+    """One face followed through one clip, with its aligned crops."""
+
+    track_id: int
+    clip_index: int
+    frame_indices: tuple[int, ...]
+    timestamps: tuple[float, ...]
+    boxes: np.ndarray  # (n, 4) float32 full-resolution x1, y1, x2, y2
+    detection_scores: np.ndarray  # (n,) float32
+    crops: Optional[np.ndarray]  # (n, S, S, 3) uint8 RGB; None once scored
+
+    def __len__(self) -> int:
+        return len(self.frame_indices)
+
+
+@dataclass(frozen=True)
+class ExtractedMedia:
+    """An input after decoding and face extraction: exactly one per input."""
+
+    info: MediaInfo
+    status: str
+    error: Optional[str] = None
+    frames_sampled: int = 0
+    faces_found: int = 0
+    tracks: tuple[FaceTrackCrops, ...] = ()
+
+    def without_crops(self) -> "ExtractedMedia":
+        """The same element without pixel data, to travel beside the scores."""
+        tracks = tuple(dataclasses.replace(t, crops=None) for t in self.tracks)
+        return dataclasses.replace(self, tracks=tracks)
+
+
+@dataclass(frozen=True)
+class FaceScore:
+    """The frame model's output for one face crop."""
+
+    fake_probability: float
+    embedding: np.ndarray  # (D,) float32, pooled backbone features
+    device: str
+
+
+@dataclass(frozen=True)
+class CropKey:
+    """Where a face crop came from: the key carried through RunInference."""
+
+    uri: str
+    track_id: int
+    position: int  # index within the track
+
+
+@dataclass(frozen=True)
+class ScoredMedia:
+    """An input's extraction (without crops) joined with its faces' scores."""
+
+    media: ExtractedMedia
+    scores: tuple[tuple[FaceScore, ...], ...]  # per track, in frame order

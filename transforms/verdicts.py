@@ -1,0 +1,141 @@
+"""The verdict table: its schema, one row per input, and the Parquet writer."""
+from __future__ import annotations
+
+import datetime as dt
+from dataclasses import dataclass
+from typing import Any, Optional, Sequence
+
+import apache_beam as beam
+import pyarrow as pa
+
+from transforms.elements import ExtractedMedia
+
+TRACK_TYPE = pa.struct(
+    [
+        ("track_id", pa.int32()),
+        ("clip_index", pa.int32()),
+        ("frame_indices", pa.list_(pa.int32())),
+        ("timestamps", pa.list_(pa.float64())),
+        ("boxes", pa.list_(pa.list_(pa.float32(), 4))),
+        ("detection_scores", pa.list_(pa.float32())),
+        ("scores", pa.list_(pa.float32())),
+        ("score", pa.float32()),
+    ]
+)
+
+VERDICT_SCHEMA = pa.schema(
+    [
+        ("uri", pa.string()),
+        ("file_size", pa.int64()),
+        ("content_sha256", pa.string()),
+        ("media_type", pa.string()),
+        ("duration_s", pa.float64()),
+        ("fps", pa.float64()),
+        ("width", pa.int32()),
+        ("height", pa.int32()),
+        ("codec", pa.string()),
+        ("decoder", pa.string()),
+        ("frames_sampled", pa.int32()),
+        ("faces_found", pa.int32()),
+        ("num_tracks", pa.int32()),
+        ("tracks", pa.list_(TRACK_TYPE)),
+        ("score", pa.float64()),
+        ("label", pa.string()),
+        ("threshold", pa.float64()),
+        ("status", pa.string()),
+        ("error", pa.string()),
+        ("model_name", pa.string()),
+        ("checkpoint_sha256", pa.string()),
+        ("aggregator", pa.string()),
+        ("device", pa.string()),
+        ("package_version", pa.string()),
+        ("scan_id", pa.string()),
+        ("scanned_at", pa.timestamp("us", tz="UTC")),
+    ]
+)
+
+
+@dataclass(frozen=True)
+class RunInfo:
+    """Facts shared by every row of one scan."""
+
+    scan_id: str
+    model_name: str
+    checkpoint_sha256: Optional[str]
+    package_version: str
+    threshold: float
+
+
+def verdict_row(
+    item: ExtractedMedia,
+    run: RunInfo,
+    *,
+    track_scores: Sequence[Sequence[float]] = (),
+    track_probabilities: Sequence[float] = (),
+    score: Optional[float] = None,
+    aggregator: Optional[str] = None,
+    device: Optional[str] = None,
+    status: Optional[str] = None,
+    error: Optional[str] = None,
+) -> dict[str, Any]:
+    """One row of ``VERDICT_SCHEMA`` for ``item``; ``status``/``error`` override the item's."""
+    info = item.info
+    tracks = []
+    for i, track in enumerate(item.tracks):
+        tracks.append(
+            {
+                "track_id": track.track_id,
+                "clip_index": track.clip_index,
+                "frame_indices": list(track.frame_indices),
+                "timestamps": list(track.timestamps),
+                "boxes": [[float(v) for v in box] for box in track.boxes],
+                "detection_scores": [float(v) for v in track.detection_scores],
+                "scores": [float(v) for v in track_scores[i]] if i < len(track_scores) else [],
+                "score": float(track_probabilities[i]) if i < len(track_probabilities) else None,
+            }
+        )
+    label = None if score is None else ("fake" if score >= run.threshold else "real")
+    return {
+        "uri": info.uri,
+        "file_size": info.file_size,
+        "content_sha256": info.content_sha256,
+        "media_type": info.media_type,
+        "duration_s": info.duration_s,
+        "fps": info.fps,
+        "width": info.width,
+        "height": info.height,
+        "codec": info.codec,
+        "decoder": info.decoder,
+        "frames_sampled": item.frames_sampled,
+        "faces_found": item.faces_found,
+        "num_tracks": len(item.tracks),
+        "tracks": tracks,
+        "score": None if score is None else float(score),
+        "label": label,
+        "threshold": run.threshold,
+        "status": status or item.status,
+        "error": error if status else item.error,
+        "model_name": run.model_name,
+        "checkpoint_sha256": run.checkpoint_sha256,
+        "aggregator": aggregator,
+        "device": device,
+        "package_version": run.package_version,
+        "scan_id": run.scan_id,
+        "scanned_at": dt.datetime.now(dt.timezone.utc),
+    }
+
+
+class WriteVerdicts(beam.PTransform):
+    """Writes verdict rows as Parquet files ``part-*.parquet`` under ``verdicts_dir``."""
+
+    def __init__(self, verdicts_dir: str):
+        super().__init__()
+        self._prefix = verdicts_dir.rstrip("/") + "/part"
+
+    def expand(self, rows):
+        return rows | "WriteParquet" >> beam.io.WriteToParquet(
+            self._prefix,
+            schema=VERDICT_SCHEMA,
+            file_name_suffix=".parquet",
+            codec="snappy",
+        )
