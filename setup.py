@@ -31,7 +31,7 @@ setup(
     description="Batch deepfake scanning of video archives on Apache Beam",
     python_requires=">=3.10",
     packages=["pipeline", "transforms", "models"],
-    package_data={"models": ["weights/*.pt"], "pipeline": ["configs/*.yaml"]},
+    package_data={"models": ["weights/*.pt"]},
     install_requires=INSTALL_REQUIRES,
     extras_require={"test": ["pytest>=8", "pytest-timeout>=2.3"]},
     entry_points={"console_scripts": ["deepfake-scan=pipeline.cli:main"]},

@@ -57,7 +57,10 @@ def link_tracks(
         # Close tracks that have been unmatched for too long.
         still_open = []
         for track, box in open_tracks:
-            (finished if pos - track.frames[-1] > max_gap + 1 else still_open).append((track, box))
+            if pos - track.frames[-1] > max_gap + 1:
+                finished.append(track)
+            else:
+                still_open.append((track, box))
         open_tracks = still_open
         matched_tracks: set[int] = set()
         matched_dets: set[int] = set()

@@ -1,0 +1,74 @@
+"""Configuration: YAML -> validated dataclass -> overrides, and its one-line errors."""
+from pathlib import Path
+
+import pytest
+import yaml
+
+from pipeline.config import ConfigError, ScanConfig, dump_config, load_config, to_dict
+
+CONFIGS = Path(__file__).resolve().parent.parent / "configs"
+
+
+def test_default_yaml_is_the_builtin_default():
+    assert to_dict(load_config(ScanConfig, str(CONFIGS / "scan.yaml"))) == to_dict(ScanConfig())
+
+
+def test_every_shipped_config_loads():
+    for path in CONFIGS.glob("scan*.yaml"):
+        load_config(ScanConfig, str(path))
+    assert load_config(ScanConfig, str(CONFIGS / "scan_b4.yaml")).faces.crop_size == 380
+
+
+def test_yaml_then_overrides(tmp_path):
+    path = tmp_path / "c.yaml"
+    path.write_text("faces:\n  crop_size: 380\nsampling:\n  max_clips: 2\n")
+    config = load_config(ScanConfig, str(path), ["sampling.max_clips=3", "model.checkpoint=/x.pt"])
+    assert config.faces.crop_size == 380
+    assert config.sampling.max_clips == 3
+    assert config.model.checkpoint == "/x.pt"
+    assert config.faces.margin == ScanConfig().faces.margin
+
+
+def test_effective_config_round_trips(tmp_path):
+    config = load_config(ScanConfig, None, ["aggregate.threshold=0.7", "faces.mtcnn_thresholds=[0.5, 0.6, 0.7]"])
+    dump_config(config, str(tmp_path / "config.yaml"))
+    again = load_config(ScanConfig, str(tmp_path / "config.yaml"))
+    assert again == config
+    assert yaml.safe_load((tmp_path / "config.yaml").read_text())["aggregate"]["threshold"] == 0.7
+
+
+@pytest.mark.parametrize(
+    "overrides, message",
+    [
+        (["faces.crop_sise=224"], "unknown config key 'faces.crop_sise'"),
+        (["sampling.clip_len=abc"], "'sampling.clip_len' must be an integer"),
+        (["sampling.clip_len=2.5"], "'sampling.clip_len' must be an integer"),
+        (["faces.margin=true"], "'faces.margin' must be a number"),
+        (["sampling.policy=random"], "must be one of clips, uniform"),
+        (["model.device=tpu"], "must be one of auto, cpu, cuda"),
+        (["faces.min_confidence=1.5"], "between 0 and 1"),
+        (["sampling.clip_len=0"], "must be positive"),
+        (["faces=3"], "faces must be a mapping"),
+        (["nonsense"], "not of the form"),
+        (["faces.mtcnn_thresholds=[0.5]"], "three numbers"),
+    ],
+)
+def test_bad_values_are_refused_in_one_line(overrides, message):
+    with pytest.raises(ConfigError) as info:
+        load_config(ScanConfig, None, overrides)
+    assert message in str(info.value)
+    assert "\n" not in str(info.value)
+
+
+def test_bad_files_are_refused(tmp_path):
+    with pytest.raises(ConfigError, match="not found"):
+        load_config(ScanConfig, str(tmp_path / "missing.yaml"))
+    (tmp_path / "list.yaml").write_text("- 1\n- 2\n")
+    with pytest.raises(ConfigError, match="mapping"):
+        load_config(ScanConfig, str(tmp_path / "list.yaml"))
+    (tmp_path / "broken.yaml").write_text("faces: [unclosed\n")
+    with pytest.raises(ConfigError, match="not valid YAML"):
+        load_config(ScanConfig, str(tmp_path / "broken.yaml"))
+    (tmp_path / "typo.yaml").write_text("face:\n  crop_size: 224\n")
+    with pytest.raises(ConfigError, match="unknown config key 'face'"):
+        load_config(ScanConfig, str(tmp_path / "typo.yaml"))
