@@ -1,0 +1,71 @@
+"""The frame model's RunInference handler: batching, keys, device choice."""
+import apache_beam as beam
+import numpy as np
+import pytest
+from apache_beam.ml.inference.base import KeyedModelHandler, RunInference
+from apache_beam.testing.test_pipeline import TestPipeline
+from apache_beam.testing.util import assert_that, equal_to
+
+from models.checkpoint import load_checkpoint
+from models.device import DeviceUnavailableError, resolve_device
+from models.inference import FramePredictor
+from transforms.elements import CropKey
+from transforms.handler import FrameModelHandler
+
+BATCH_SIZES: list[int] = []
+
+
+class RecordingHandler(FrameModelHandler):
+    """Records the size of every batch RunInference hands to the model."""
+
+    def run_inference(self, batch, model, inference_args=None):
+        BATCH_SIZES.append(len(batch))
+        return super().run_inference(batch, model, inference_args)
+
+
+def crops(n, size=96, seed=0):
+    rng = np.random.default_rng(seed)
+    return [rng.integers(0, 256, (size, size, 3), dtype=np.uint8) for _ in range(n)]
+
+
+def test_keys_survive_batching_and_scores_match_the_model():
+    images = crops(11)
+    keyed = [(CropKey(f"memory://v{i % 3}.mp4", i % 2, i), img) for i, img in enumerate(images)]
+    predictor = FramePredictor(load_checkpoint("untrained"), resolve_device("cpu"))
+    probs, embeddings = predictor(np.stack(images))
+    expected = [(key, round(float(p), 4), embeddings.shape[1]) for (key, _), p in zip(keyed, probs)]
+    BATCH_SIZES.clear()
+    handler = RecordingHandler("untrained", device="cpu", batch_size=4)
+    with TestPipeline() as p:
+        out = (
+            p
+            | beam.Create(keyed)
+            | RunInference(KeyedModelHandler(handler))
+            | beam.Map(lambda kv: (kv[0], round(kv[1].inference.fake_probability, 4), kv[1].inference.embedding.shape[0]))
+        )
+        assert_that(out, equal_to(expected))
+    assert sum(BATCH_SIZES) == 11 and max(BATCH_SIZES) <= 4
+
+
+def test_batching_settings_and_device_recorded():
+    handler = FrameModelHandler("untrained", device="cpu", batch_size=7)
+    assert handler.batch_elements_kwargs() == {"min_batch_size": 1, "max_batch_size": 7}
+    model = handler.load_model()
+    results = list(handler.run_inference(crops(3), model))
+    assert len(results) == 3
+    assert all(r.inference.device == "cpu" and 0.0 <= r.inference.fake_probability <= 1.0 for r in results)
+    assert all(r.example is None for r in results)  # pixels are not echoed downstream
+    assert handler.get_num_bytes(crops(2)) == 2 * 96 * 96 * 3
+
+
+def test_model_copies_enable_cross_process_sharing():
+    assert not FrameModelHandler("untrained").share_model_across_processes()
+    shared = FrameModelHandler("untrained", model_copies=1)
+    assert shared.share_model_across_processes() and shared.model_copies() == 1
+
+
+@pytest.mark.skipif(__import__("torch").cuda.is_available(), reason="needs a machine without a GPU")
+def test_asking_for_a_gpu_without_one_fails_loudly():
+    with pytest.raises(DeviceUnavailableError, match="no CUDA GPU"):
+        FrameModelHandler("untrained", device="cuda").load_model()
+    assert resolve_device("auto").type == "cpu"
