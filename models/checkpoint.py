@@ -1,0 +1,342 @@
+"""Single-file checkpoints holding the model card and both models' weights.
+
+A checkpoint is ``torch.save`` of a plain dict::
+
+    {"format": "deepfake-scan-checkpoint", "version": 1, "card": card.to_dict(),
+     "frame_state": {...}, "sequence_state": {...} or None}
+
+so it loads with ``torch.load(..., weights_only=True)``: a file that needs any
+other object to unpickle is refused, never executed. Checkpoints are read and
+written through fsspec, so local paths, ``memory://`` and ``gs://`` all work.
+
+A checkpoint spec is a path/URL, or ``scheme:rest`` for a registered scheme:
+``untrained[:ARCH]`` gives deterministic random weights; ``sbi:`` is reserved.
+"""
+from __future__ import annotations
+
+import hashlib
+import io
+import logging
+import os
+import pickle
+import re
+import tempfile
+from dataclasses import dataclass, replace
+from typing import Callable
+
+import fsspec
+import torch
+from torch import nn
+
+from models.card import ModelCard
+from models.frame import FrameModel, calibrate_batchnorm, default_input_size
+from models.registry import create_model, list_models
+from models.sequence import TrackLSTM
+
+logger = logging.getLogger(__name__)
+
+CHECKPOINT_FORMAT = "deepfake-scan-checkpoint"
+CHECKPOINT_VERSION = 1
+DEFAULT_UNTRAINED_ARCH = "efficientnet-b0"
+UNTRAINED_SEED = 0
+_CHUNK_BYTES = 1 << 20
+_ZIP_MAGIC = b"PK\x03\x04"
+
+
+class CheckpointError(ValueError):
+    """A checkpoint could not be found, read, trusted or matched to its architecture."""
+
+
+@dataclass
+class LoadedCheckpoint:
+    """Models ready for inference (eval mode) and the card describing them."""
+
+    card: ModelCard
+    frame_model: FrameModel
+    sequence_model: TrackLSTM | None
+    sha256: str | None
+    source: str
+
+
+def file_sha256(path: str) -> str:
+    """Hex SHA-256 of a local file or fsspec URL, read in 1 MiB chunks."""
+    digest = hashlib.sha256()
+    with fsspec.open(path, "rb") as f:
+        while chunk := f.read(_CHUNK_BYTES):
+            digest.update(chunk)
+    return digest.hexdigest()
+
+
+def save_checkpoint(
+    path: str,
+    card: ModelCard,
+    frame_model: nn.Module,
+    sequence_model: nn.Module | None = None,
+    half: bool = False,
+) -> str:
+    """Write card and weights to ``path`` (local path or fsspec URL) in one file.
+
+    Local files are written to a temporary file and renamed, so readers never
+    see a partial checkpoint. The models are checked against the card first, so
+    every saved file loads back. ``card.embedding_dim`` is filled in if 0.
+
+    Args:
+        half: Store floating-point parameters as float16 (about half the size;
+            buffers such as BatchNorm statistics stay float32); loading converts
+            them back to float32.
+
+    Returns:
+        Hex SHA-256 of the written bytes.
+
+    Raises:
+        ValueError: If the models do not match the card.
+    """
+    card = _card_matching_models(card, frame_model, sequence_model)
+    payload = {
+        "format": CHECKPOINT_FORMAT,
+        "version": CHECKPOINT_VERSION,
+        "card": card.to_dict(),
+        "frame_state": _portable_state(frame_model, half),
+        "sequence_state": None if sequence_model is None else _portable_state(sequence_model, half),
+    }
+    buffer = io.BytesIO()
+    torch.save(payload, buffer)
+    data = buffer.getvalue()
+    _write_atomic(path, data)
+    sha = hashlib.sha256(data).hexdigest()
+    logger.info("saved checkpoint %s (%s, %.1f MB, sha256 %s)", path, card.name, len(data) / 1e6, sha[:12])
+    return sha
+
+
+def load_checkpoint(spec: str | None, map_location: str = "cpu") -> LoadedCheckpoint:
+    """Load models from a checkpoint spec.
+
+    Args:
+        spec: ``None``/``"untrained"``/``"untrained:ARCH"`` for deterministic random
+            weights, otherwise a local path or fsspec URL of a saved checkpoint.
+        map_location: Device to load tensors onto and place the models on.
+
+    Raises:
+        CheckpointError: With a one-line reason when the checkpoint cannot be used.
+    """
+    if spec is None or spec == "untrained":
+        return _load_untrained("", map_location)
+    scheme, sep, rest = spec.partition(":")
+    if sep and scheme in _SCHEMES and not rest.startswith("//"):
+        return _SCHEMES[scheme](rest, map_location)
+    return _load_file(spec, map_location)
+
+
+def _load_untrained(arch: str, map_location: str) -> LoadedCheckpoint:
+    arch = arch or DEFAULT_UNTRAINED_ARCH
+    source = f"untrained:{arch}"
+    note = f"random weights (seed {UNTRAINED_SEED}); for tests and smoke runs only"
+    _check_arch(arch, "frame", source)
+    card = ModelCard(name="untrained", frame_arch=arch, input_size=default_input_size(arch),
+                     training={"note": note})
+    with torch.random.fork_rng(devices=[]):  # fixed weights, caller's RNG untouched
+        torch.manual_seed(UNTRAINED_SEED)
+        frame_model, sequence_model = _build_models(card, True, source)
+        # BatchNorm statistics of one seeded noise image at the input size; with the
+        # default statistics an untrained model's outputs do not depend on its input.
+        calibrate_batchnorm(frame_model, torch.randn(1, 3, card.input_size, card.input_size))
+    card = replace(card, embedding_dim=frame_model.embedding_dim)
+    logger.warning("using UNTRAINED %s models: scores are meaningless", arch)
+    return _ready(card, frame_model, sequence_model, None, source, map_location)
+
+
+def _load_sbi(path: str, map_location: str) -> LoadedCheckpoint:
+    # Seam for checkpoints in the SBI project's layout (a later issue).
+    raise CheckpointError(f"'sbi:' checkpoints are not supported yet: sbi:{path}")
+
+
+# Prefixes that select a loader instead of a path; "gs://" style URLs never match.
+_SCHEMES: dict[str, Callable[[str, str], LoadedCheckpoint]] = {
+    "untrained": _load_untrained,
+    "sbi": _load_sbi,
+}
+
+
+def _load_file(source: str, map_location: str) -> LoadedCheckpoint:
+    data = _read_bytes(source)
+    sha = hashlib.sha256(data).hexdigest()
+    payload = _unpickle(data, source, map_location)
+    if not isinstance(payload, dict) or payload.get("format") != CHECKPOINT_FORMAT:
+        found = payload.get("format") if isinstance(payload, dict) else type(payload).__name__
+        raise CheckpointError(f"{source} is not a deepfake-scan checkpoint (format {found!r})")
+    if payload.get("version") != CHECKPOINT_VERSION:
+        raise CheckpointError(f"{source} has checkpoint version {payload.get('version')!r}; "
+                              f"this code reads version {CHECKPOINT_VERSION}")
+    try:
+        card = ModelCard.from_dict(payload.get("card"))
+    except ValueError as err:
+        raise CheckpointError(f"{source} has an invalid model card: {err}") from None
+    frame_state, sequence_state = payload.get("frame_state"), payload.get("sequence_state")
+    with torch.random.fork_rng(devices=[]):  # random init is overwritten; keep caller's RNG
+        frame_model, sequence_model = _build_models(card, sequence_state is not None, source)
+    if card.embedding_dim and card.embedding_dim != frame_model.embedding_dim:
+        raise CheckpointError(f"{source}: card embedding_dim {card.embedding_dim} but "
+                              f"{card.frame_arch} produces {frame_model.embedding_dim}")
+    _load_state(frame_model, frame_state, card.frame_arch, source)
+    if sequence_model is not None:
+        _load_state(sequence_model, sequence_state, card.sequence_arch, source)
+    logger.info("loaded checkpoint %s (%s, sha256 %s)", source, card.name, sha[:12])
+    return _ready(card, frame_model, sequence_model, sha, source, map_location)
+
+
+def _read_bytes(source: str) -> bytes:
+    try:
+        with fsspec.open(source, "rb") as f:
+            return f.read()
+    except FileNotFoundError:
+        raise CheckpointError(f"checkpoint not found: {source}") from None
+    except (OSError, ImportError, ValueError) as err:
+        raise CheckpointError(f"could not read checkpoint {source}: {err}") from None
+
+
+def _unpickle(data: bytes, source: str, map_location: str) -> object:
+    try:
+        return torch.load(io.BytesIO(data), map_location=map_location, weights_only=True)
+    except pickle.UnpicklingError as err:
+        message = str(err)
+        looks_saved = data.startswith(_ZIP_MAGIC) or data[:1] == b"\x80"  # torch zip or raw pickle
+        if "Weights only load failed" in message and looks_saved:
+            found = re.search(r"Unsupported global: GLOBAL (\S+)", message)
+            detail = f"it asks to import {found.group(1)}" if found else "it holds non-tensor objects"
+            raise CheckpointError(
+                f"checkpoint {source} was refused: it is not a plain weights file ({detail}, "
+                "which could run code when loaded)"
+            ) from None
+        raise CheckpointError(f"checkpoint {source} is not a PyTorch weights file") from None
+    except Exception as err:  # torch raises RuntimeError/EOFError/... for non-torch bytes
+        kind = type(err).__name__
+        raise CheckpointError(f"checkpoint {source} is not a PyTorch weights file ({kind})") from None
+
+
+def _check_arch(name: str, kind: str, source: str) -> None:
+    known = list_models(kind)
+    if name not in known:
+        raise CheckpointError(
+            f"{source} needs unknown {kind} architecture {name!r}; known: {', '.join(known)}"
+        )
+
+
+def _build_models(
+    card: ModelCard, with_sequence: bool, source: str
+) -> tuple[nn.Module, nn.Module | None]:
+    """Freshly initialised models as the card describes them (frame, sequence or None)."""
+    if card.aggregator == "bilstm" and not with_sequence:
+        raise CheckpointError(f"{source}: card aggregator is 'bilstm' but there is no sequence model")
+    if with_sequence and card.sequence_arch is None:
+        raise CheckpointError(f"{source} has a sequence model but its card names no sequence_arch")
+    _check_arch(card.frame_arch, "frame", source)
+    if with_sequence:
+        _check_arch(card.sequence_arch, "sequence", source)
+    try:
+        frame = create_model(card.frame_arch, num_classes=len(card.class_names), **card.frame_kwargs)
+        sequence = None
+        if with_sequence:
+            sequence = create_model(
+                card.sequence_arch, input_dim=frame.embedding_dim, **card.sequence_kwargs
+            )
+    except (TypeError, ValueError) as err:  # e.g. an argument the constructor does not take
+        raise CheckpointError(f"{source}: cannot build the models its card describes: {err}") from None
+    return frame, sequence
+
+
+def _load_state(model: nn.Module, state: object, arch: str, source: str) -> None:
+    if not isinstance(state, dict) or not all(isinstance(v, torch.Tensor) for v in state.values()):
+        raise CheckpointError(f"{source}: {arch} weights are not a dict of tensors")
+    expected = model.state_dict()
+    problem = _state_mismatch({k: v.shape for k, v in expected.items()}, state)
+    if problem:
+        raise CheckpointError(f"{source}: weights do not match architecture {arch}: {problem}")
+    # float16 checkpoints: back to the model's own dtype (float32).
+    state = {k: v.to(expected[k].dtype) if v.is_floating_point() else v for k, v in state.items()}
+    model.load_state_dict(state, strict=True)
+
+
+def _state_mismatch(expected: dict[str, torch.Size], state: dict[str, torch.Tensor]) -> str | None:
+    """One-line description of how ``state`` differs from ``expected`` shapes, or None."""
+    missing = [k for k in expected if k not in state]
+    unexpected = [k for k in state if k not in expected]
+    shapes = [
+        f"{k} {tuple(state[k].shape)} vs {tuple(expected[k])}"
+        for k in expected if k in state and state[k].shape != expected[k]
+    ]
+    parts = [
+        f"{len(items)} {label} ({', '.join(items[:3])}{', ...' if len(items) > 3 else ''})"
+        for label, items in (("missing keys", missing), ("unexpected keys", unexpected),
+                             ("shape mismatches", shapes))
+        if items
+    ]
+    return "; ".join(parts) or None
+
+
+def _ready(card: ModelCard, frame_model: nn.Module, sequence_model: nn.Module | None,
+           sha: str | None, source: str, map_location: str) -> LoadedCheckpoint:
+    device = torch.device(map_location)
+    frame_model.to(device).eval()
+    if sequence_model is not None:
+        sequence_model.to(device).eval()
+    return LoadedCheckpoint(card=card, frame_model=frame_model, sequence_model=sequence_model,
+                            sha256=sha, source=source)
+
+
+def _card_matching_models(
+    card: ModelCard, frame_model: nn.Module, sequence_model: nn.Module | None
+) -> ModelCard:
+    """Check the models are what the card rebuilds; return the card with embedding_dim set."""
+    embedding_dim = int(getattr(frame_model, "embedding_dim", 0))
+    if card.embedding_dim and card.embedding_dim != embedding_dim:
+        raise ValueError(f"card embedding_dim {card.embedding_dim} but the frame model's is {embedding_dim}")
+    with torch.device("meta"):  # shapes only: no memory, no RNG use
+        built = _build_models(card, sequence_model is not None, "model card")
+    pairs = ((card.frame_arch, built[0], frame_model), (card.sequence_arch, built[1], sequence_model))
+    for arch, want, given in pairs:
+        if given is not None:
+            problem = _state_mismatch({k: v.shape for k, v in want.state_dict().items()}, given.state_dict())
+            if problem:
+                raise ValueError(f"model does not match the card's {arch}: {problem}")
+    return replace(card, embedding_dim=embedding_dim)
+
+
+def _portable_state(model: nn.Module, half: bool) -> dict[str, torch.Tensor]:
+    """CPU, contiguous copy of the state dict; floating parameters as float16 when ``half``.
+
+    Buffers (BatchNorm statistics) stay float32: they are small, and running
+    variances can fall below float16's normal range, where it keeps few digits.
+    """
+    buffers = {name for name, _ in model.named_buffers()}
+    state = {}
+    for key, value in model.state_dict().items():
+        value = value.detach().to("cpu").contiguous()
+        if half and value.is_floating_point() and key not in buffers:
+            halved = value.to(torch.float16)
+            if bool(torch.isfinite(value).all()) and not bool(torch.isfinite(halved).all()):
+                raise ValueError(f"{key} overflows float16; save with half=False")
+            value = halved
+        state[key] = value
+    return state
+
+
+def _write_atomic(path: str, data: bytes) -> None:
+    protocol, local_path = fsspec.core.split_protocol(path)
+    if protocol not in (None, "file", "local"):
+        with fsspec.open(path, "wb") as f:  # object stores publish the object on close
+            f.write(data)
+        return
+    directory = os.path.dirname(os.path.abspath(local_path))
+    os.makedirs(directory, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=directory, prefix=f".{os.path.basename(local_path)}.", suffix=".tmp")
+    try:
+        with os.fdopen(fd, "wb") as f:
+            f.write(data)
+            f.flush()
+            os.fsync(f.fileno())
+        os.chmod(tmp, 0o644)  # mkstemp creates 0600; checkpoints are meant to be shared
+        os.replace(tmp, local_path)
+    except BaseException:
+        if os.path.exists(tmp):
+            os.remove(tmp)
+        raise

@@ -1,0 +1,127 @@
+"""Frame-level classifier: an EfficientNet backbone, pooled embedding and linear head.
+
+The backbone comes from ``efficientnet_pytorch`` built by name only (random
+weights; nothing is downloaded). Its own classifier is never built, so a state
+dict holds only the weights this model uses.
+"""
+from __future__ import annotations
+
+import logging
+from typing import Callable
+
+import torch
+from efficientnet_pytorch import EfficientNet
+from torch import nn
+from torch.nn import functional as F
+
+from models.registry import register_model
+
+logger = logging.getLogger(__name__)
+
+# Native input resolution of each EfficientNet variant (Tan & Le 2019).
+_INPUT_SIZES: dict[str, int] = {
+    "efficientnet-b0": 224,
+    "efficientnet-b1": 240,
+    "efficientnet-b2": 260,
+    "efficientnet-b3": 300,
+    "efficientnet-b4": 380,
+    "efficientnet-b5": 456,
+    "efficientnet-b6": 528,
+    "efficientnet-b7": 600,
+}
+
+
+def default_input_size(arch: str) -> int:
+    """Native square input size in pixels of an EfficientNet ``arch``.
+
+    Raises:
+        ValueError: For an architecture without a known size.
+    """
+    try:
+        return _INPUT_SIZES[arch]
+    except KeyError:
+        raise ValueError(
+            f"unknown frame architecture {arch!r}; valid: {', '.join(_INPUT_SIZES)}"
+        ) from None
+
+
+class FrameModel(nn.Module):
+    """EfficientNet features -> global average pool (embedding) -> dropout -> linear.
+
+    Attributes:
+        arch: Backbone name, e.g. ``"efficientnet-b0"``.
+        num_classes: Width of the linear head.
+        embedding_dim: Width of the pooled embedding (1280 for b0, 1792 for b4).
+    """
+
+    def __init__(self, arch: str = "efficientnet-b0", num_classes: int = 2, dropout: float = 0.2):
+        super().__init__()
+        default_input_size(arch)  # validates the name with a clear message
+        if num_classes < 1:
+            raise ValueError(f"num_classes must be >= 1, got {num_classes}")
+        if not 0.0 <= dropout < 1.0:
+            raise ValueError(f"dropout must be in [0, 1), got {dropout}")
+        self.arch = arch
+        self.num_classes = num_classes
+        # include_top=False: the backbone builds neither its dropout nor its 1000-way _fc.
+        self.backbone = EfficientNet.from_name(arch, include_top=False)
+        self.embedding_dim: int = self.backbone._conv_head.out_channels
+        self.dropout = nn.Dropout(dropout)
+        self.head = nn.Linear(self.embedding_dim, num_classes)
+
+    def forward(self, x: torch.Tensor) -> dict[str, torch.Tensor]:
+        """Classify a batch of normalised face crops.
+
+        Args:
+            x: Images ``[B, 3, H, W]``, normalised as the model card says.
+
+        Returns:
+            ``{"logits": [B, num_classes], "embedding": [B, embedding_dim]}``.
+        """
+        features = self.backbone.extract_features(x)
+        embedding = F.adaptive_avg_pool2d(features, 1).flatten(1)
+        logits = self.head(self.dropout(embedding))
+        return {"logits": logits, "embedding": embedding}
+
+
+@torch.no_grad()
+def calibrate_batchnorm(model: nn.Module, images: torch.Tensor) -> nn.Module:
+    """Set every BatchNorm's running statistics to those of one forward pass over ``images``.
+
+    A freshly initialised EfficientNet keeps the default statistics (mean 0,
+    variance 1), which do not match its activations: in eval mode the signal
+    then shrinks block after block until the outputs no longer depend on the
+    input. Untrained smoke-test weights are calibrated with this; trained
+    weights never need it. Use images at the size the model will see:
+    statistics taken at another size do not carry over.
+
+    Returns:
+        ``model``, in the train/eval mode it had before.
+    """
+    norms = [m for m in model.modules() if isinstance(m, nn.modules.batchnorm._BatchNorm)]
+    momenta = [m.momentum for m in norms]
+    was_training = model.training
+    try:
+        for m in norms:
+            m.reset_running_stats()
+            m.momentum = None  # cumulative average: one pass sets the statistics outright
+        model.train()
+        model(images)
+    finally:
+        for m, momentum in zip(norms, momenta):
+            m.momentum = momentum
+        model.train(was_training)
+    return model
+
+
+def _constructor(arch: str) -> Callable[..., FrameModel]:
+    def build(num_classes: int = 2, dropout: float = 0.2) -> FrameModel:
+        return FrameModel(arch, num_classes=num_classes, dropout=dropout)
+
+    build.__name__ = build.__qualname__ = arch.replace("-", "_")
+    build.__doc__ = f"{arch} frame classifier (input {_INPUT_SIZES[arch]} px)."
+    return build
+
+
+for _arch in _INPUT_SIZES:
+    register_model(_arch, kind="frame")(_constructor(_arch))
