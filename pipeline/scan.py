@@ -69,6 +69,11 @@ class ScanPlan:
     def verdicts_dir(self) -> str:
         return self.output_dir.rstrip("/") + "/verdicts"
 
+    @property
+    def staging_dir(self) -> str:
+        """Where verdict shards wait until the whole scan has finished."""
+        return f"{self.output_dir.rstrip('/')}/_staging-{self.run.scan_id}"
+
 
 def prepare_scan(specs: Sequence[str], output_dir: str, config: ScanConfig) -> ScanPlan:
     """List inputs, load the checkpoint once, and prepare the output folder.
@@ -103,11 +108,6 @@ def _prepare_output(plan: ScanPlan) -> None:
         fs, root = fsspec.core.url_to_fs(plan.output_dir)
         fs.makedirs(root, exist_ok=True)
         dump_config(plan.config, plan.output_dir.rstrip("/") + "/config.yaml")
-        _, verdicts = fsspec.core.url_to_fs(plan.verdicts_dir)
-        if fs.exists(verdicts):
-            # The folder belongs to the scan: a rerun replaces its rows, never adds to them.
-            logger.info("replacing earlier verdicts in %s", plan.verdicts_dir)
-            fs.rm(verdicts, recursive=True)
     except (OSError, ValueError) as e:
         raise OutputError(f"cannot write to output '{plan.output_dir}': {type(e).__name__}: {e}") from None
 
@@ -128,7 +128,7 @@ def build_scan_pipeline(pipeline: beam.Pipeline, plan: ScanPlan) -> beam.PCollec
         | "ScoreFaces" >> ScoreFaces(handler)
         | "AggregateVerdicts" >> AggregateVerdicts(plan.checkpoint, config.aggregate.strategy, plan.run)
     )
-    rows | "WriteVerdicts" >> WriteVerdicts(plan.verdicts_dir)
+    rows | "WriteVerdicts" >> WriteVerdicts(plan.verdicts_dir, plan.staging_dir)
     return rows
 
 
