@@ -1,0 +1,255 @@
+"""Training augmentations for aligned face crops.
+
+Crops are uint8 ``HxWx3`` RGB arrays as produced by :func:`models.align.align_face`;
+every random choice comes from a caller's ``np.random.Generator``, so a seed
+fixes the result. :class:`TrainAugment` first may turn a real crop into a
+self-blended pseudo-fake (Shiohara & Yamasaki 2022, via
+:func:`models.manipulate.blend_face`), then applies flip, colour jitter,
+down-and-up scaling, and last Gaussian blur and JPEG re-compression with the
+probabilities of Wang et al. 2020 ("CNN-generated images are surprisingly easy
+to spot... for now"). :class:`EvalAugment` is the identity, so training and
+evaluation use objects of the same shape.
+"""
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass, fields
+
+import cv2
+import numpy as np
+
+from models.align import face_template
+from models.manipulate import SELF_BLEND, BlendParams, blend_face
+
+logger = logging.getLogger(__name__)
+
+REAL, FAKE = 0, 1
+_PROBABILITIES = ("flip_p", "color_jitter_p", "downscale_p", "blur_p", "jpeg_p", "sbi_p")
+_MIN_SIGMA = 0.1  # below this a Gaussian kernel is the identity on uint8 pixels
+_GRAY = np.array([0.299, 0.587, 0.114], dtype=np.float32)  # ITU-R BT.601 luma
+
+
+def _pair(value, name: str) -> tuple[float, float]:
+    """``(low, high)`` from a pair (tuples from YAML may arrive as lists)."""
+    try:
+        low, high = (float(v) for v in value)
+    except (TypeError, ValueError):
+        raise ValueError(f"{name} must be a (low, high) pair, got {value!r}") from None
+    if not low <= high:
+        raise ValueError(f"{name}: low {low} > high {high}")
+    return low, high
+
+
+@dataclass(frozen=True)
+class AugmentConfig:
+    """Probabilities and ranges of the training augmentations.
+
+    Ranges are ``(low, high)`` and sampled uniformly; colour factors multiply
+    (1 keeps the image). ``margin`` must be the alignment margin the crops were
+    made with, so the self-blend mask lands on the face.
+    """
+
+    flip_p: float = 0.5
+    color_jitter_p: float = 0.3
+    brightness: tuple[float, float] = (0.8, 1.2)
+    contrast: tuple[float, float] = (0.8, 1.2)
+    saturation: tuple[float, float] = (0.8, 1.2)
+    downscale_p: float = 0.2
+    downscale_range: tuple[float, float] = (0.5, 0.9)
+    blur_p: float = 0.5
+    blur_sigma: tuple[float, float] = (0.0, 3.0)
+    jpeg_p: float = 0.5
+    jpeg_quality: tuple[int, int] = (30, 100)
+    sbi_p: float = 0.5
+    margin: float = 0.25
+
+    def __post_init__(self) -> None:
+        for name in _PROBABILITIES:
+            value = float(getattr(self, name))
+            if not 0.0 <= value <= 1.0:
+                raise ValueError(f"{name} must be in [0, 1], got {value}")
+            object.__setattr__(self, name, value)
+        for field in fields(self):
+            if field.name not in _PROBABILITIES and field.name != "margin":
+                object.__setattr__(self, field.name, _pair(getattr(self, field.name), field.name))
+        checks = {
+            "brightness": self.brightness[0] >= 0.0,
+            "contrast": self.contrast[0] >= 0.0,
+            "saturation": self.saturation[0] >= 0.0,
+            "downscale_range": 0.0 < self.downscale_range[0] and self.downscale_range[1] <= 1.0,
+            "blur_sigma": self.blur_sigma[0] >= 0.0,
+            "jpeg_quality": 0 <= self.jpeg_quality[0] and self.jpeg_quality[1] <= 100
+            and all(float(q).is_integer() for q in self.jpeg_quality),
+            "margin": self.margin >= 0.0,
+        }
+        for name, ok in checks.items():
+            if not ok:
+                raise ValueError(f"{name} out of range: {getattr(self, name)}")
+        object.__setattr__(self, "jpeg_quality", tuple(int(q) for q in self.jpeg_quality))
+        object.__setattr__(self, "margin", float(self.margin))
+
+
+def _check_crop(img: np.ndarray) -> None:
+    if not isinstance(img, np.ndarray) or img.dtype != np.uint8 or img.shape[2:] != (3,):
+        raise ValueError(f"expected a uint8 HxWx3 image, got {getattr(img, 'dtype', type(img))} "
+                         f"{getattr(img, 'shape', '')}")
+
+
+def gaussian_blur(img: np.ndarray, sigma: float) -> np.ndarray:
+    """Gaussian blur with standard deviation ``sigma`` pixels (reflected borders).
+
+    A sigma below 0.1 returns an unchanged copy.
+    """
+    _check_crop(img)
+    if sigma < _MIN_SIGMA:
+        return img.copy()
+    return cv2.GaussianBlur(img, (0, 0), float(sigma), borderType=cv2.BORDER_REFLECT_101)
+
+
+def jpeg_recompress(img: np.ndarray, quality: int) -> np.ndarray:
+    """Encode as JPEG at ``quality`` (0-100, 4:2:0 chroma) and decode again; RGB in, RGB out."""
+    _check_crop(img)
+    if not 0 <= int(quality) <= 100:
+        raise ValueError(f"JPEG quality must be in [0, 100], got {quality}")
+    bgr = cv2.cvtColor(img, cv2.COLOR_RGB2BGR)  # OpenCV's codec expects BGR for correct chroma
+    ok, data = cv2.imencode(".jpg", bgr, [cv2.IMWRITE_JPEG_QUALITY, int(quality)])
+    if not ok:
+        raise RuntimeError(f"JPEG encoding failed for an image of shape {img.shape}")
+    return cv2.cvtColor(cv2.imdecode(data, cv2.IMREAD_COLOR), cv2.COLOR_BGR2RGB)
+
+
+def hflip(img: np.ndarray) -> np.ndarray:
+    """Mirror left-right (a contiguous copy)."""
+    return np.ascontiguousarray(img[:, ::-1])
+
+
+def color_jitter(
+    img: np.ndarray,
+    rng: np.random.Generator,
+    *,
+    brightness: tuple[float, float] = (0.8, 1.2),
+    contrast: tuple[float, float] = (0.8, 1.2),
+    saturation: tuple[float, float] = (0.8, 1.2),
+) -> np.ndarray:
+    """Random brightness, contrast and saturation factors, applied in that fixed order.
+
+    As torchvision's ``ColorJitter``: brightness scales the pixels, contrast
+    blends with the mean grey level, saturation blends with the per-pixel grey
+    image. Values are clipped to ``[0, 255]`` once at the end (cheaper than
+    after every step; differs from torchvision only where a step saturates).
+    """
+    _check_crop(img)
+    b, c, s = (rng.uniform(*r) for r in (brightness, contrast, saturation))
+    x = img.astype(np.float32) * np.float32(b)
+    mean = np.float32((x @ _GRAY).mean())
+    x = (x - mean) * np.float32(c) + mean
+    grey = (x @ _GRAY)[..., None]
+    x = (x - grey) * np.float32(s) + grey
+    return np.clip(np.rint(x), 0, 255).astype(np.uint8)
+
+
+def downscale(img: np.ndarray, factor: float) -> np.ndarray:
+    """Shrink by ``factor`` (area interpolation) and scale back up (bilinear): loses detail.
+
+    ``factor >= 1`` returns an unchanged copy.
+    """
+    _check_crop(img)
+    if factor <= 0:
+        raise ValueError(f"downscale factor must be positive, got {factor}")
+    if factor >= 1.0:
+        return img.copy()
+    height, width = img.shape[:2]
+    small = (max(1, round(width * factor)), max(1, round(height * factor)))
+    shrunk = cv2.resize(img, small, interpolation=cv2.INTER_AREA)
+    return cv2.resize(shrunk, (width, height), interpolation=cv2.INTER_LINEAR)
+
+
+class TrainAugment:
+    """Training-time augmentation of one aligned face crop.
+
+    Steps, each taken with its probability from :class:`AugmentConfig`, in a
+    fixed order: self-blend (real crops only) -> horizontal flip -> colour
+    jitter -> downscale -> Gaussian blur -> JPEG. The self-blend comes first
+    because its mask is placed with the template landmarks of the unflipped
+    crop; blur and JPEG come last as in Wang et al. 2020.
+
+    Random draws happen in that order too: one ``rng.random()`` per step
+    (always, even when its probability is 0 or 1), followed by that step's own
+    draws when it is taken. The self-blend decision is the first draw, and
+    ``blend_face`` then draws from the same generator.
+
+    Args:
+        config: Probabilities and ranges; defaults to ``AugmentConfig()``.
+        blend_params: Self-blend sampling ranges; defaults to ``BlendParams()``.
+    """
+
+    def __init__(self, *, config: AugmentConfig | None = None,
+                 blend_params: BlendParams | None = None):
+        self.config = config or AugmentConfig()
+        self.blend_params = blend_params
+        self._templates: dict[int, np.ndarray] = {}
+
+    def __repr__(self) -> str:
+        return f"{type(self).__name__}(config={self.config!r})"
+
+    def _template(self, size: int) -> np.ndarray:
+        if size not in self._templates:
+            self._templates[size] = face_template(size, self.config.margin)
+        return self._templates[size]
+
+    def __call__(
+        self, img: np.ndarray, label: int, rng: np.random.Generator, manipulation: str = ""
+    ) -> tuple[np.ndarray, int, str]:
+        """Augment one crop.
+
+        Args:
+            img: Aligned uint8 ``HxWx3`` RGB crop (square when it may be self-blended).
+            label: 0 for real, 1 for fake.
+            rng: Source of randomness.
+            manipulation: The sample's own manipulation name (``""`` for reals);
+                passed through unless this call self-blends.
+
+        Returns:
+            The augmented uint8 crop (a new array), its label, and its
+            manipulation: ``"self_blend"`` when a real crop was self-blended.
+        """
+        _check_crop(img)
+        if label not in (REAL, FAKE):
+            raise ValueError(f"label must be {REAL} (real) or {FAKE} (fake), got {label!r}")
+        cfg = self.config
+        out = img
+        if rng.random() < cfg.sbi_p and label == REAL:
+            height, width = img.shape[:2]
+            if height != width:
+                raise ValueError(f"self-blending needs a square aligned crop, got {width}x{height}")
+            out = blend_face(img, self._template(height), rng, params=self.blend_params).image
+            label, manipulation = FAKE, SELF_BLEND
+        if rng.random() < cfg.flip_p:
+            out = hflip(out)
+        if rng.random() < cfg.color_jitter_p:
+            out = color_jitter(out, rng, brightness=cfg.brightness, contrast=cfg.contrast,
+                               saturation=cfg.saturation)
+        if rng.random() < cfg.downscale_p:
+            out = downscale(out, rng.uniform(*cfg.downscale_range))
+        if rng.random() < cfg.blur_p:
+            out = gaussian_blur(out, rng.uniform(*cfg.blur_sigma))
+        if rng.random() < cfg.jpeg_p:
+            out = jpeg_recompress(out, int(rng.integers(*cfg.jpeg_quality, endpoint=True)))
+        if out is img:
+            out = img.copy()
+        return out, int(label), manipulation
+
+
+class EvalAugment:
+    """Evaluation-time counterpart of :class:`TrainAugment`: no augmentation at all."""
+
+    def __repr__(self) -> str:
+        return f"{type(self).__name__}()"
+
+    def __call__(
+        self, img: np.ndarray, label: int, rng: np.random.Generator | None = None,
+        manipulation: str = "",
+    ) -> tuple[np.ndarray, int, str]:
+        """Return a copy of ``img`` with ``label`` and ``manipulation`` unchanged."""
+        _check_crop(img)
+        return img.copy(), int(label), manipulation
