@@ -2,6 +2,7 @@
 # deepfake-scan, locally.
 #   ./run_local.sh        set up .venv (first run only), make the sample archive, scan it
 #   ./run_local.sh test   set up .venv (first run only), run the test suite
+#   ./run_local.sh train-demo   rebuild models/weights/demo.pt from generated data (CPU, ~1 h)
 # Extra arguments after 'test' go to pytest; after nothing, to 'deepfake-scan scan'.
 set -euo pipefail
 cd "$(dirname "$0")"
@@ -40,8 +41,19 @@ case "${1:-}" in
     setup
     exec "$VENV/bin/python" -m pytest "$@"
     ;;
+  train-demo)
+    shift
+    setup
+    ds="$VENV/bin/deepfake-scan"
+    [ -f data/trainset/manifest.csv ] || "$ds" samples data/trainset --training-set
+    "$ds" extract --data data/trainset/manifest.csv --output outputs/demo_faces
+    "$ds" train --config configs/train_demo.yaml "$@"
+    "$ds" evaluate --checkpoint outputs/train_demo/model.pt --data data/trainset/manifest.csv \
+      --split test --output outputs/train_demo/test_metrics.json
+    "$VENV/bin/python" -m pipeline.export_demo outputs/train_demo/model.pt models/weights/demo.pt
+    ;;
   -h|--help)
-    sed -n '2,5p' "$0"
+    sed -n '2,6p' "$0"
     ;;
   *)
     setup

@@ -21,7 +21,7 @@ IMAGENET_STD: tuple[float, float, float] = (0.229, 0.224, 0.225)
 AGGREGATORS = ("bilstm", "mean")
 CARD_FORMAT_VERSION = 1
 # Constructor arguments the checkpoint loader derives itself; a card must not set them.
-_DERIVED_FRAME_KWARGS = ("num_classes",)
+_DERIVED_FRAME_KWARGS = ("num_classes", "manipulation_classes")
 _DERIVED_SEQUENCE_KWARGS = ("input_dim",)
 
 
@@ -36,6 +36,8 @@ class ModelCard:
         mean: Per-channel RGB mean applied after scaling pixels to [0, 1].
         std: Per-channel RGB std applied after subtracting ``mean``.
         class_names: Frame model output classes, in logit order.
+        manipulation_classes: Classes of the optional second head that names the method
+            behind a fake (empty: no such head).
         fake_class: Which of ``class_names`` means "fake".
         threshold: Fake probability at or above which a video is flagged.
         aggregator: How frame results become a track score: ``"bilstm"`` or ``"mean"``.
@@ -56,6 +58,7 @@ class ModelCard:
     std: tuple[float, float, float] = IMAGENET_STD
     class_names: tuple[str, ...] = ("real", "fake")
     fake_class: str = "fake"
+    manipulation_classes: tuple[str, ...] = ()
     threshold: float = 0.5
     aggregator: str = "bilstm"
     sequence_arch: str | None = "bilstm"
@@ -72,6 +75,7 @@ class ModelCard:
         self.mean = _float3("mean", self.mean)
         self.std = _float3("std", self.std)
         self.class_names = tuple(str(c) for c in self.class_names)
+        self.manipulation_classes = tuple(str(c) for c in self.manipulation_classes)
         for attr in ("sequence_kwargs", "frame_kwargs", "training"):
             value = getattr(self, attr)
             if not isinstance(value, dict):

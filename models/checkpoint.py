@@ -233,7 +233,12 @@ def _build_models(
     if with_sequence:
         _check_arch(card.sequence_arch, "sequence", source)
     try:
-        frame = create_model(card.frame_arch, num_classes=len(card.class_names), **card.frame_kwargs)
+        frame = create_model(
+            card.frame_arch,
+            num_classes=len(card.class_names),
+            manipulation_classes=len(card.manipulation_classes),
+            **card.frame_kwargs,
+        )
         sequence = None
         if with_sequence:
             sequence = create_model(

@@ -54,7 +54,13 @@ class FrameModel(nn.Module):
         embedding_dim: Width of the pooled embedding (1280 for b0, 1792 for b4).
     """
 
-    def __init__(self, arch: str = "efficientnet-b0", num_classes: int = 2, dropout: float = 0.2):
+    def __init__(
+        self,
+        arch: str = "efficientnet-b0",
+        num_classes: int = 2,
+        dropout: float = 0.2,
+        manipulation_classes: int = 0,
+    ):
         super().__init__()
         default_input_size(arch)  # validates the name with a clear message
         if num_classes < 1:
@@ -68,6 +74,10 @@ class FrameModel(nn.Module):
         self.embedding_dim: int = self.backbone._conv_head.out_channels
         self.dropout = nn.Dropout(dropout)
         self.head = nn.Linear(self.embedding_dim, num_classes)
+        # Optional second head: which method made a fake (trained on fakes only).
+        self.manipulation_head = (
+            nn.Linear(self.embedding_dim, manipulation_classes) if manipulation_classes > 0 else None
+        )
 
     def forward(self, x: torch.Tensor) -> dict[str, torch.Tensor]:
         """Classify a batch of normalised face crops.
@@ -76,12 +86,16 @@ class FrameModel(nn.Module):
             x: Images ``[B, 3, H, W]``, normalised as the model card says.
 
         Returns:
-            ``{"logits": [B, num_classes], "embedding": [B, embedding_dim]}``.
+            ``{"logits": [B, num_classes], "embedding": [B, embedding_dim]}``, plus
+            ``"manipulation_logits"`` when the model has a manipulation head.
         """
         features = self.backbone.extract_features(x)
         embedding = F.adaptive_avg_pool2d(features, 1).flatten(1)
-        logits = self.head(self.dropout(embedding))
-        return {"logits": logits, "embedding": embedding}
+        dropped = self.dropout(embedding)
+        out = {"logits": self.head(dropped), "embedding": embedding}
+        if self.manipulation_head is not None:
+            out["manipulation_logits"] = self.manipulation_head(dropped)
+        return out
 
 
 @torch.no_grad()
@@ -115,8 +129,8 @@ def calibrate_batchnorm(model: nn.Module, images: torch.Tensor) -> nn.Module:
 
 
 def _constructor(arch: str) -> Callable[..., FrameModel]:
-    def build(num_classes: int = 2, dropout: float = 0.2) -> FrameModel:
-        return FrameModel(arch, num_classes=num_classes, dropout=dropout)
+    def build(num_classes: int = 2, dropout: float = 0.2, manipulation_classes: int = 0) -> FrameModel:
+        return FrameModel(arch, num_classes=num_classes, dropout=dropout, manipulation_classes=manipulation_classes)
 
     build.__name__ = build.__qualname__ = arch.replace("-", "_")
     build.__doc__ = f"{arch} frame classifier (input {_INPUT_SIZES[arch]} px)."

@@ -66,6 +66,66 @@ def _samples_parser(sub) -> argparse.ArgumentParser:
     p.add_argument("out_dir", metavar="OUT_DIR", help="folder to write the samples into")
     p.add_argument("--seed", type=int, default=0, help="random seed (default 0)")
     p.add_argument("--small", action="store_true", help="a few short clips only (for tests)")
+    p.add_argument(
+        "--training-set",
+        action="store_true",
+        help="write the larger, identity-split training set of the demo checkpoint instead "
+        "(manifest columns uri,label,manipulation,group,split)",
+    )
+    p.add_argument("--identities", type=int, default=100, help="with --training-set: LFW identities to use")
+    return p
+
+
+def _extract_parser(sub) -> argparse.ArgumentParser:
+    p = sub.add_parser(
+        "extract",
+        help="extract labelled face crops for training",
+        description="Run the scan job's decoding, face detection, alignment and tracking over a labelled "
+        "dataset and write PNG face crops with labels, groups and splits as Parquet under "
+        "FACES_DIR/faces/ (one row per crop) and FACES_DIR/videos/ (one row per video).",
+        epilog="DATA is a manifest (.csv/.jsonl/.parquet: uri,label[,manipulation][,group][,split]) or a "
+        "FaceForensics++, Celeb-DF v2 or DFDC folder. Beam options pass through as for 'scan'.",
+    )
+    p.add_argument("--data", required=True, help="manifest or dataset folder (local or fsspec URL)")
+    p.add_argument("--output", required=True, metavar="FACES_DIR", help="output folder")
+    p.add_argument("--config", metavar="YAML", help="scan configuration for decoding and faces")
+    p.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
+                   help="override one scan config key (repeatable)")
+    p.add_argument("--seed", type=int, default=0, help="seed of the split assignment when the data has none")
+    return p
+
+
+def _train_parser(sub) -> argparse.ArgumentParser:
+    p = sub.add_parser(
+        "train",
+        help="train the frame and sequence models",
+        description="Train the EfficientNet frame model on extracted face crops, then the BiLSTM over "
+        "track embeddings, calibrate on validation, and write OUTPUT/model.pt (a scan checkpoint), "
+        "OUTPUT/metrics.jsonl, OUTPUT/state.pt (for resume) and OUTPUT/config.yaml.",
+        epilog="example: deepfake-scan train --config configs/train_demo.yaml frame.epochs=3 output=outputs/try",
+    )
+    p.add_argument("--config", metavar="YAML", help="training configuration (e.g. configs/train_demo.yaml)")
+    p.add_argument("overrides", nargs="*", metavar="KEY=VALUE", help="config overrides, e.g. frame.epochs=3")
+    p.add_argument("--resume", metavar="STATE", help="continue from a training state file (OUTPUT/state.pt)")
+    return p
+
+
+def _evaluate_parser(sub) -> argparse.ArgumentParser:
+    p = sub.add_parser(
+        "evaluate",
+        help="measure a checkpoint on labelled data",
+        description="Scan labelled data with the scan job itself and report video- and frame-level "
+        "ROC AUC, average precision, accuracy, log loss, EER, the confusion matrix and a per-manipulation "
+        "breakdown, as a table and as JSON.",
+    )
+    p.add_argument("--checkpoint", metavar="FILE", help="checkpoint to evaluate (default: the bundled model)")
+    p.add_argument("--data", required=True, help="manifest or dataset folder")
+    p.add_argument("--output", required=True, metavar="METRICS.json", help="where to write the metrics")
+    p.add_argument("--split", default="test", help="which split to score: train, val, test or all (default test)")
+    p.add_argument("--config", metavar="YAML", help="scan configuration")
+    p.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
+                   help="override one scan config key (repeatable)")
+    p.add_argument("--work-dir", help="where the scan's verdicts go (default: next to METRICS.json)")
     return p
 
 
@@ -76,8 +136,33 @@ def build_parser() -> tuple[argparse.ArgumentParser, dict[str, argparse.Argument
     )
     parser.add_argument("-v", "--verbose", action="store_true", help="log debug messages")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
-    parsers = {"scan": _scan_parser(sub), "samples": _samples_parser(sub)}
+    parsers = {
+        "scan": _scan_parser(sub),
+        "extract": _extract_parser(sub),
+        "train": _train_parser(sub),
+        "evaluate": _evaluate_parser(sub),
+        "samples": _samples_parser(sub),
+    }
     return parser, parsers
+
+
+class _DropBeamImportNoise(logging.Filter):
+    """Beam's GCP modules warn at import about optional clients this scanner never uses."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        return "apitools not found" not in record.getMessage()
+
+
+def _configure_logging(verbose: bool) -> None:
+    logging.basicConfig(
+        level=logging.DEBUG if verbose else logging.INFO,
+        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+        force=True,
+    )
+    for handler in logging.getLogger().handlers:
+        handler.addFilter(_DropBeamImportNoise())
+    # Beam's optional GCP clients announce their absence at import time.
+    logging.getLogger("apache_beam.io.gcp").setLevel(logging.WARNING)
 
 
 def _own_flags(parser: argparse.ArgumentParser) -> list[str]:
@@ -86,6 +171,8 @@ def _own_flags(parser: argparse.ArgumentParser) -> list[str]:
 
 def main(argv: Optional[Sequence[str]] = None, test_pipeline=None) -> int:
     """Entry point of the console script; returns the exit status."""
+    argv = list(sys.argv[1:] if argv is None else argv)
+    _configure_logging(verbose="-v" in argv or "--verbose" in argv)
     from models.checkpoint import CheckpointError
     from models.device import DeviceUnavailableError
     from pipeline.config import ConfigError
@@ -93,22 +180,23 @@ def main(argv: Optional[Sequence[str]] = None, test_pipeline=None) -> int:
     from pipeline.options import split_beam_args
     from pipeline.scan import OutputError
 
-    argv = list(sys.argv[1:] if argv is None else argv)
     parser, parsers = build_parser()
     own_flags = {flag for p in parsers.values() for flag in _own_flags(p)} | set(_own_flags(parser))
     own, beam_args = split_beam_args(argv, sorted(own_flags))
     args = parser.parse_args(own)
-    logging.basicConfig(
-        level=logging.DEBUG if args.verbose else logging.INFO,
-        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
-    )
     try:
         if args.command == "scan":
             return _scan(args, beam_args, test_pipeline)
+        if args.command == "extract":
+            return _extract(args, beam_args, test_pipeline)
+        if args.command == "evaluate":
+            return _evaluate(args, beam_args)
         if beam_args:
             parser.error(f"Beam options are only for jobs: {' '.join(beam_args)}")
         if args.command == "samples":
             return _samples(args)
+        if args.command == "train":
+            return _train(args)
     except (ConfigError, InputError, CheckpointError, OutputError, DeviceUnavailableError) as e:
         print(f"deepfake-scan: error: {e}", file=sys.stderr)
         return 2
@@ -134,10 +222,53 @@ def _scan(args, beam_args: list[str], test_pipeline) -> int:
     return 0
 
 
+def _extract(args, beam_args: list[str], test_pipeline) -> int:
+    from pipeline.config import ScanConfig, load_config
+    from pipeline.datasets import load_dataset, split_summary
+    from pipeline.extract import run_extract
+    from pipeline.options import pipeline_options
+
+    config = load_config(ScanConfig, args.config, args.overrides)
+    videos = load_dataset(args.data, seed=args.seed)
+    logger.info("extracting faces of %d videos: %s", len(videos), split_summary(videos))
+    run_extract(videos, args.output, config, pipeline_options(beam_args), test_pipeline=test_pipeline)
+    print(f"face crops written to {args.output.rstrip('/')}/faces (videos: {args.output.rstrip('/')}/videos)")
+    return 0
+
+
+def _train(args) -> int:
+    from pipeline.config import load_config
+    from pipeline.train import run_train
+    from pipeline.train_config import TrainConfig
+
+    overrides = list(args.overrides) + ([f"resume={args.resume}"] if args.resume else [])
+    config = load_config(TrainConfig, args.config, overrides)
+    path = run_train(config)
+    print(f"checkpoint written to {path}")
+    return 0
+
+
+def _evaluate(args, beam_args: list[str]) -> int:
+    from pipeline.config import ScanConfig, load_config
+    from pipeline.evaluate import format_table, run_evaluate
+    from pipeline.options import pipeline_options
+
+    config = load_config(ScanConfig, args.config, args.overrides)
+    metrics = run_evaluate(args.checkpoint, args.data, args.output, config, split=args.split,
+                           work_dir=args.work_dir, options=pipeline_options(beam_args))
+    print(format_table(metrics))
+    print(f"metrics written to {args.output}")
+    return 0
+
+
 def _samples(args) -> int:
     from pipeline.samples import generate_samples
+    from pipeline.trainset import generate_training_set
 
-    items = generate_samples(args.out_dir, seed=args.seed, small=args.small)
+    if args.training_set:
+        items = generate_training_set(args.out_dir, seed=args.seed, identities=args.identities)
+    else:
+        items = generate_samples(args.out_dir, seed=args.seed, small=args.small)
     print(f"{len(items)} samples written to {args.out_dir} (manifest: {args.out_dir}/manifest.csv)")
     return 0
 

@@ -80,7 +80,11 @@ def prepare_scan(specs: Sequence[str], output_dir: str, config: ScanConfig) -> S
 
     Raises ``InputError``, ``CheckpointError`` or ``OutputError`` with a one-line message.
     """
-    inputs = list_inputs(specs, config.inputs)
+    return plan_scan(list_inputs(specs, config.inputs), output_dir, config)
+
+
+def plan_scan(inputs: Sequence[MediaInput], output_dir: str, config: ScanConfig) -> ScanPlan:
+    """``prepare_scan`` for inputs already listed (e.g. by a dataset adapter)."""
     checkpoint = config.model.checkpoint or default_checkpoint()
     loaded = load_checkpoint(checkpoint)
     threshold = config.aggregate.threshold

@@ -24,7 +24,7 @@ def summarize(verdicts_dir: str, top: int = 5) -> str:
         lines.append("  by label:  " + ", ".join(f"{k} {v}" for k, v in sorted(labels.items())))
     scored = sorted((r for r in rows if r["score"] is not None), key=lambda r: -r["score"])
     if scored:
-        lines.append(f"  most suspicious:")
+        lines.append("  most suspicious:")
         for r in scored[:top]:
             lines.append(f"    {r['score']:.3f}  {r['label']:<4}  tracks={r['num_tracks']}  {r['uri']!r}")
     failed = [r for r in rows if r["status"] not in ("ok", "no_face")]

@@ -2,20 +2,14 @@
 from __future__ import annotations
 
 import datetime as dt
-import logging
-import uuid
 from dataclasses import dataclass
 from typing import Any, Optional, Sequence
 
 import apache_beam as beam
-import fsspec
 import pyarrow as pa
-import pyarrow.parquet as pq
-from apache_beam.transforms.window import GlobalWindows
 
 from transforms.elements import ExtractedMedia
-
-logger = logging.getLogger(__name__)
+from transforms.parquet_sink import WriteParquetTable
 
 TRACK_TYPE = pa.struct(
     [
@@ -132,74 +126,8 @@ def verdict_row(
     }
 
 
-class _WriteShardsFn(beam.DoFn):
-    """Buffers a bundle's rows and writes them as one staged Parquet shard.
-
-    A retried bundle writes a new shard under a new name; only the names emitted
-    by bundles that committed reach the publish step, so retries never duplicate rows.
-    """
-
-    def __init__(self, staging_dir: str, max_rows: int = 5000):
-        self._staging_dir = staging_dir.rstrip("/")
-        self._max_rows = max_rows
-        self._rows: list[dict] = []
-
-    def start_bundle(self) -> None:
-        self._rows = []
-
-    def process(self, row: dict):
-        self._rows.append(row)
-        if len(self._rows) >= self._max_rows:
-            yield self._flush()
-
-    def finish_bundle(self):
-        if self._rows:
-            yield GlobalWindows.windowed_value(self._flush())
-
-    def _flush(self) -> str:
-        path = f"{self._staging_dir}/part-{uuid.uuid4().hex}.parquet"
-        write_table(pa.Table.from_pylist(self._rows, schema=VERDICT_SCHEMA), path)
-        self._rows = []
-        return path
-
-
-def write_table(table: pa.Table, path: str) -> None:
-    with fsspec.open(path, "wb") as f:
-        pq.write_table(table, f, compression="snappy")
-
-
-def publish_shards(shards: list[str], staging_dir: str, verdicts_dir: str) -> list[str]:
-    """Replace the contents of ``verdicts_dir`` with the staged shards.
-
-    Earlier verdicts in the folder are removed only now, once the new ones
-    exist, so a failed rerun leaves the previous scan's table in place.
-    """
-    fs, verdicts = fsspec.core.url_to_fs(verdicts_dir)
-    _, staging = fsspec.core.url_to_fs(staging_dir)
-    if fs.exists(verdicts):
-        fs.rm(verdicts, recursive=True)
-    fs.makedirs(verdicts, exist_ok=True)
-    published = []
-    if not shards:  # no rows at all: still leave a readable, empty table
-        empty = f"{verdicts_dir.rstrip('/')}/part-00000.parquet"
-        write_table(VERDICT_SCHEMA.empty_table(), empty)
-        published.append(empty)
-    for i, shard in enumerate(sorted(shards)):
-        target = f"{verdicts.rstrip('/')}/part-{i:05d}.parquet"
-        fs.mv(fsspec.core.url_to_fs(shard)[1], target)
-        published.append(target)
-    if fs.exists(staging):
-        fs.rm(staging, recursive=True)
-    logger.info("published %d verdict file(s) to %s", len(published), verdicts_dir)
-    return published
-
-
 class WriteVerdicts(beam.PTransform):
-    """Writes verdict rows as Parquet files ``part-NNNNN.parquet`` under ``verdicts_dir``.
-
-    Shards are staged in ``staging_dir`` and moved into place in one final step.
-    Uses fsspec, so any URL fsspec knows works (local, ``gs://``, ``memory://``).
-    """
+    """Writes verdict rows as Parquet files ``part-NNNNN.parquet`` under ``verdicts_dir``."""
 
     def __init__(self, verdicts_dir: str, staging_dir: str):
         super().__init__()
@@ -207,9 +135,4 @@ class WriteVerdicts(beam.PTransform):
         self._staging_dir = staging_dir
 
     def expand(self, rows):
-        return (
-            rows
-            | "WriteShards" >> beam.ParDo(_WriteShardsFn(self._staging_dir))
-            | "CollectShards" >> beam.combiners.ToList()
-            | "Publish" >> beam.Map(publish_shards, self._staging_dir, self._verdicts_dir)
-        )
+        return rows | "WriteParquet" >> WriteParquetTable(self._verdicts_dir, self._staging_dir, VERDICT_SCHEMA)

@@ -1,0 +1,63 @@
+"""The face-extraction job: labelled videos in, labelled face crops out.
+
+It runs the scan job's own ``ExtractFaces`` transform (the same decoding,
+detection, alignment and tracking), so a model is trained on exactly the crops
+it will be shown when scanning. Output, under FACES_DIR:
+
+- ``faces/part-*.parquet``: one row per face crop (``FACE_SCHEMA``), PNG-encoded;
+- ``videos/part-*.parquet``: one row per video with its extraction status;
+- ``config.yaml``: the effective scan configuration used for extraction.
+"""
+from __future__ import annotations
+
+import dataclasses
+import logging
+import uuid
+from typing import Sequence
+
+import apache_beam as beam
+import fsspec
+
+from pipeline.config import ScanConfig, dump_config
+from pipeline.datasets import LabelledVideo
+from pipeline.inputs import media_type_of
+from transforms.elements import MediaInput
+from transforms.extract import ExtractFaces
+from transforms.face_table import FACE_SCHEMA, VIDEO_SCHEMA, FaceRowsFn, video_row
+from transforms.parquet_sink import WriteParquetTable
+
+logger = logging.getLogger(__name__)
+
+
+def build_extract_pipeline(
+    pipeline: beam.Pipeline, videos: Sequence[LabelledVideo], output_dir: str, config: ScanConfig
+) -> beam.PCollection:
+    """Wire the extraction job; returns the face rows."""
+    out = output_dir.rstrip("/")
+    run_id = uuid.uuid4().hex[:8]
+    labelled = pipeline | "ListedVideos" >> beam.Create([dataclasses.asdict(v) for v in videos])
+    by_uri = beam.pvalue.AsDict(labelled | "KeyByUri" >> beam.Map(lambda v: (v["uri"], v)))
+    extracted = (
+        labelled
+        | "ToMediaInputs" >> beam.Map(lambda v, exts: MediaInput(v["uri"], media_type_of(v["uri"], exts), v["label"]), config.inputs)
+        | "ExtractFaces" >> ExtractFaces(config.sampling, config.faces, config.model.device)
+    )
+    faces = extracted | "FaceRows" >> beam.ParDo(FaceRowsFn(), by_uri)
+    faces | "WriteFaces" >> WriteParquetTable(f"{out}/faces", f"{out}/_staging-faces-{run_id}", FACE_SCHEMA)
+    (
+        extracted
+        | "VideoRows" >> beam.Map(video_row, by_uri)
+        | "WriteVideos" >> WriteParquetTable(f"{out}/videos", f"{out}/_staging-videos-{run_id}", VIDEO_SCHEMA)
+    )
+    return faces
+
+
+def run_extract(videos: Sequence[LabelledVideo], output_dir: str, config: ScanConfig, options=None, test_pipeline=None):
+    fs, root = fsspec.core.url_to_fs(output_dir)
+    fs.makedirs(root, exist_ok=True)
+    dump_config(config, output_dir.rstrip("/") + "/config.yaml")
+    pipeline = test_pipeline or beam.Pipeline(options=options)
+    build_extract_pipeline(pipeline, videos, output_dir, config)
+    result = pipeline.run()
+    result.wait_until_finish()
+    return result
