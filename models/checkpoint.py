@@ -10,7 +10,8 @@ other object to unpickle is refused, never executed. Checkpoints are read and
 written through fsspec, so local paths, ``memory://`` and ``gs://`` all work.
 
 A checkpoint spec is a path/URL, or ``scheme:rest`` for a registered scheme:
-``untrained[:ARCH]`` gives deterministic random weights; ``sbi:`` is reserved.
+``untrained[:ARCH]`` gives deterministic random weights; ``sbi:PATH`` loads the
+Self-Blended Images authors' released B4 weights (``models/sbi.py``).
 """
 from __future__ import annotations
 
@@ -146,11 +147,12 @@ def _load_untrained(arch: str, map_location: str) -> LoadedCheckpoint:
 
 
 def _load_sbi(path: str, map_location: str) -> LoadedCheckpoint:
-    # Seam for checkpoints in the SBI project's layout (a later issue).
-    raise CheckpointError(f"'sbi:' checkpoints are not supported yet: sbi:{path}")
+    """``sbi:PATH``: the Self-Blended Images authors' released EfficientNet-B4 weights."""
+    from models.sbi import load_sbi  # imported late: models.sbi builds on this module
+
+    return load_sbi(path, map_location)
 
 
-# Prefixes that select a loader instead of a path; "gs://" style URLs never match.
 _SCHEMES: dict[str, Callable[[str, str], LoadedCheckpoint]] = {
     "untrained": _load_untrained,
     "sbi": _load_sbi,

@@ -310,11 +310,6 @@ def test_sequence_weights_of_another_size(tmp_path, models):
         load_checkpoint(str(path))
 
 
-def test_sbi_scheme_is_reserved():
-    with pytest.raises(CheckpointError, match="sbi"):
-        load_checkpoint("sbi:/models/sbi.pth")
-
-
 class _RunsCode:
     """Unpickling this writes a flag file: what a malicious checkpoint would do."""
 
