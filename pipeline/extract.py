@@ -21,6 +21,7 @@ import fsspec
 from pipeline.config import ScanConfig, dump_config
 from pipeline.datasets import LabelledVideo
 from pipeline.inputs import media_type_of
+from pipeline.options import pipeline_options
 from transforms.elements import MediaInput
 from transforms.extract import ExtractFaces
 from transforms.face_table import FACE_SCHEMA, VIDEO_SCHEMA, FaceRowsFn, video_row
@@ -56,7 +57,7 @@ def run_extract(videos: Sequence[LabelledVideo], output_dir: str, config: ScanCo
     fs, root = fsspec.core.url_to_fs(output_dir)
     fs.makedirs(root, exist_ok=True)
     dump_config(config, output_dir.rstrip("/") + "/config.yaml")
-    pipeline = test_pipeline or beam.Pipeline(options=options)
+    pipeline = test_pipeline or beam.Pipeline(options=options or pipeline_options([]))
     build_extract_pipeline(pipeline, videos, output_dir, config)
     result = pipeline.run()
     result.wait_until_finish()

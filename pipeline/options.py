@@ -47,5 +47,12 @@ def split_beam_args(argv: Sequence[str], own_flags: Sequence[str]) -> tuple[list
 
 
 def pipeline_options(beam_args: Sequence[str]) -> PipelineOptions:
-    """Beam options for a job; local runs default to the DirectRunner in-process."""
-    return PipelineOptions(list(beam_args))
+    """Beam options for a job; without ``--runner`` it runs on the DirectRunner.
+
+    Beam 2.77's default would try its Prism runner first, which downloads a binary
+    from the internet at start-up: a scanner must never need that.
+    """
+    args = list(beam_args)
+    if not any(a == "--runner" or a.startswith("--runner=") for a in args):
+        args.append("--runner=DirectRunner")
+    return PipelineOptions(args)

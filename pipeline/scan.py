@@ -22,6 +22,7 @@ import fsspec
 from models.checkpoint import CheckpointError, load_checkpoint
 from pipeline.config import ScanConfig, dump_config
 from pipeline.inputs import list_inputs
+from pipeline.options import pipeline_options
 from transforms.aggregate import AggregateVerdicts
 from transforms.elements import MediaInput
 from transforms.extract import ExtractFaces
@@ -139,7 +140,7 @@ def build_scan_pipeline(pipeline: beam.Pipeline, plan: ScanPlan) -> beam.PCollec
 def run_scan(plan: ScanPlan, options=None, test_pipeline: Optional[beam.Pipeline] = None):
     """Run a prepared scan to completion and record what ran beside the verdicts."""
     started = dt.datetime.now(dt.timezone.utc)
-    pipeline = test_pipeline or beam.Pipeline(options=options)
+    pipeline = test_pipeline or beam.Pipeline(options=options or pipeline_options([]))
     build_scan_pipeline(pipeline, plan)
     result = pipeline.run()
     result.wait_until_finish()

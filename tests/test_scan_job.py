@@ -167,3 +167,17 @@ def test_help_describes_options(command, capsys):
     if command == ["scan"]:
         for flag in ("--output", "--config", "--checkpoint", "--set", "--runner"):
             assert flag in out
+
+
+def test_beam_options_are_routed_and_default_to_the_direct_runner():
+    from pipeline.options import pipeline_options, split_beam_args
+
+    own, beam_args = split_beam_args(
+        ["in.mp4", "--runner", "DataflowRunner", "--output", "o", "--project=p", "more.mp4", "--save_main_session"],
+        own_flags=["--output", "--config"],
+    )
+    assert own == ["in.mp4", "--output", "o", "more.mp4"]
+    assert beam_args == ["--runner", "DataflowRunner", "--project=p", "--save_main_session"]
+    # Beam 2.77 would otherwise try to download its Prism runner
+    assert pipeline_options([]).get_all_options()["runner"] == "DirectRunner"
+    assert pipeline_options(["--runner=DataflowRunner"]).get_all_options()["runner"] == "DataflowRunner"
