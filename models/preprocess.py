@@ -109,3 +109,26 @@ def _as_uint8_nhwc(crops: np.ndarray | torch.Tensor) -> torch.Tensor:
     if tensor.dim() != 4 or tensor.shape[-1] != 3:
         raise ValueError(f"crops must have shape [N, H, W, 3], got {list(tensor.shape)}")
     return tensor
+
+
+def encode_crop(crop: np.ndarray) -> bytes:
+    """An aligned face crop (``S x S x 3`` uint8 RGB) as lossless PNG bytes.
+
+    Lossless on purpose: re-compressing crops would add an artefact of its own.
+    """
+    import cv2
+
+    ok, buf = cv2.imencode(".png", cv2.cvtColor(np.ascontiguousarray(crop), cv2.COLOR_RGB2BGR))
+    if not ok:
+        raise ValueError("PNG encoding of a face crop failed")
+    return buf.tobytes()
+
+
+def decode_crop(data: bytes) -> np.ndarray:
+    """Bytes written by :func:`encode_crop` back to ``S x S x 3`` uint8 RGB."""
+    import cv2
+
+    img = cv2.imdecode(np.frombuffer(data, np.uint8), cv2.IMREAD_COLOR)
+    if img is None:
+        raise ValueError("a stored face crop is not a valid PNG")
+    return cv2.cvtColor(img, cv2.COLOR_BGR2RGB)

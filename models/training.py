@@ -13,13 +13,12 @@ from contextlib import nullcontext
 from dataclasses import dataclass
 from typing import Callable, Iterable, Optional, Sequence
 
-import cv2
 import numpy as np
 import torch
 from torch import nn
 from torch.utils.data import DataLoader, Dataset
 
-from models.preprocess import FacePreprocess
+from models.preprocess import FacePreprocess, decode_crop
 
 logger = logging.getLogger(__name__)
 
@@ -42,13 +41,6 @@ def set_seed(seed: int) -> None:
     random.seed(seed)
     np.random.seed(seed % (2**32))
     torch.manual_seed(seed)
-
-
-def decode_crop(png: bytes) -> np.ndarray:
-    img = cv2.imdecode(np.frombuffer(png, np.uint8), cv2.IMREAD_COLOR)
-    if img is None:
-        raise ValueError("a face crop in the table is not a valid PNG")
-    return cv2.cvtColor(img, cv2.COLOR_BGR2RGB)
 
 
 @dataclass(frozen=True)

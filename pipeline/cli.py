@@ -20,6 +20,18 @@ examples:
 """
 
 
+def _add_scan_config_args(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--config", metavar="YAML", help="scan configuration (default: built-in, see configs/scan.yaml)")
+    p.add_argument(
+        "--set",
+        dest="overrides",
+        action="append",
+        default=[],
+        metavar="KEY=VALUE",
+        help="override one config key, e.g. --set faces.crop_size=380 (repeatable)",
+    )
+
+
 def _scan_parser(sub) -> argparse.ArgumentParser:
     p = sub.add_parser(
         "scan",
@@ -37,19 +49,12 @@ def _scan_parser(sub) -> argparse.ArgumentParser:
         "or manifest (.csv, .jsonl, .parquet with a 'uri' column)",
     )
     p.add_argument("--output", required=True, metavar="OUT_DIR", help="output folder (local or fsspec URL)")
-    p.add_argument("--config", metavar="YAML", help="scan configuration (default: built-in, see configs/scan.yaml)")
+    _add_scan_config_args(p)
     p.add_argument(
         "--checkpoint",
         metavar="FILE",
-        help="model checkpoint file or URL (default: the bundled model; 'untrained' for random weights)",
-    )
-    p.add_argument(
-        "--set",
-        dest="overrides",
-        action="append",
-        default=[],
-        metavar="KEY=VALUE",
-        help="override one config key, e.g. --set faces.crop_size=380 (repeatable)",
+        help="model checkpoint file or URL (default: the bundled model; 'untrained' for random weights; "
+        "'sbi:PATH' for the Self-Blended Images authors' weights)",
     )
     p.add_argument("--quiet", action="store_true", help="do not print the summary")
     return p
@@ -88,9 +93,7 @@ def _extract_parser(sub) -> argparse.ArgumentParser:
     )
     p.add_argument("--data", required=True, help="manifest or dataset folder (local or fsspec URL)")
     p.add_argument("--output", required=True, metavar="FACES_DIR", help="output folder")
-    p.add_argument("--config", metavar="YAML", help="scan configuration for decoding and faces")
-    p.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
-                   help="override one scan config key (repeatable)")
+    _add_scan_config_args(p)
     p.add_argument("--seed", type=int, default=0, help="seed of the split assignment when the data has none")
     return p
 
@@ -122,9 +125,7 @@ def _evaluate_parser(sub) -> argparse.ArgumentParser:
     p.add_argument("--data", required=True, help="manifest or dataset folder")
     p.add_argument("--output", required=True, metavar="METRICS.json", help="where to write the metrics")
     p.add_argument("--split", default="test", help="which split to score: train, val, test or all (default test)")
-    p.add_argument("--config", metavar="YAML", help="scan configuration")
-    p.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
-                   help="override one scan config key (repeatable)")
+    _add_scan_config_args(p)
     p.add_argument("--work-dir", help="where the scan's verdicts go (default: next to METRICS.json)")
     return p
 

@@ -28,14 +28,13 @@ from models.checkpoint import load_checkpoint, save_checkpoint
 from models.device import resolve_device
 from models.losses import FrameLoss
 from models.metrics import binary_report, calibrated_threshold, fit_temperature
-from models.preprocess import FacePreprocess
+from models.preprocess import FacePreprocess, decode_crop
 from models.registry import create_model
 from models.training import (
     CropDataset,
     CropSample,
     EarlyStopping,
     crop_loader,
-    decode_crop,
     predict_frames,
     predict_sequences,
     set_batchnorm_momentum,

@@ -49,6 +49,17 @@ def astronaut_scene(width: int = 640, height: int = 360, x: int = 60, face_px: i
     return frame
 
 
+@pytest.fixture
+def one_torch_thread():
+    """Tiny tensors: one intra-op thread avoids thread contention on a busy CI machine."""
+    import torch
+
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
 @pytest.fixture(scope="session")
 def sample_archive(tmp_path_factory):
     """The small variant of the sample archive (same code as `deepfake-scan samples`)."""

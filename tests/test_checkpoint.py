@@ -20,12 +20,8 @@ from models.sequence import TrackLSTM
 
 
 @pytest.fixture(autouse=True)
-def _one_torch_thread():
-    """Tiny tensors: one intra-op thread avoids thread contention on a busy CI machine."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+def _one_torch_thread(one_torch_thread):
+    """Small tensors: see conftest."""
 
 
 def _card(**overrides) -> ModelCard:

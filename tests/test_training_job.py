@@ -1,7 +1,6 @@
 """The training job end to end on a tiny generated set: extract, train, resume, evaluate."""
 import json
 
-import numpy as np
 import pyarrow.parquet as pq
 import pytest
 import torch
@@ -12,7 +11,8 @@ from models.checkpoint import load_checkpoint
 from models.frame import FrameModel
 from models.losses import FrameLoss
 from models.preprocess import FacePreprocess
-from models.training import CropDataset, CropSample, EarlyStopping, crop_loader, decode_crop, train_frame_epoch
+from models.preprocess import decode_crop
+from models.training import CropDataset, CropSample, EarlyStopping, crop_loader, train_frame_epoch
 from pipeline.cli import main
 from pipeline.config import ScanConfig, load_config
 from pipeline.datasets import load_dataset

@@ -4,11 +4,10 @@ from __future__ import annotations
 from typing import Iterable, Mapping
 
 import apache_beam as beam
-import cv2
-import numpy as np
 import pyarrow as pa
 from apache_beam.metrics import Metrics
 
+from models.preprocess import encode_crop
 from transforms.elements import OK, ExtractedMedia
 from transforms.extract import METRICS_NAMESPACE
 
@@ -44,21 +43,6 @@ VIDEO_SCHEMA = pa.schema(
 )
 
 
-def encode_png(crop: np.ndarray) -> bytes:
-    ok, buf = cv2.imencode(".png", cv2.cvtColor(crop, cv2.COLOR_RGB2BGR))
-    if not ok:
-        raise ValueError("PNG encoding failed")
-    return buf.tobytes()
-
-
-def decode_png(data: bytes) -> np.ndarray:
-    """A crop stored by ``encode_png`` back as ``S x S x 3`` uint8 RGB."""
-    img = cv2.imdecode(np.frombuffer(data, np.uint8), cv2.IMREAD_COLOR)
-    if img is None:
-        raise ValueError("not a PNG image")
-    return cv2.cvtColor(img, cv2.COLOR_BGR2RGB)
-
-
 class FaceRowsFn(beam.DoFn):
     """One row per face crop, with the video's label, group and split (a side input)."""
 
@@ -80,7 +64,7 @@ class FaceRowsFn(beam.DoFn):
                     "frame_index": track.frame_indices[pos],
                     "timestamp": track.timestamps[pos],
                     "box": [float(v) for v in track.boxes[pos]],
-                    "crop_png": encode_png(track.crops[pos]),
+                    "crop_png": encode_crop(track.crops[pos]),
                     "crop_size": int(track.crops[pos].shape[0]),
                 }
 
