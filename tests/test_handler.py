@@ -69,3 +69,48 @@ def test_asking_for_a_gpu_without_one_fails_loudly():
     with pytest.raises(DeviceUnavailableError, match="no CUDA GPU"):
         FrameModelHandler("untrained", device="cuda").load_model()
     assert resolve_device("auto").type == "cpu"
+
+
+class FailingHandler(FrameModelHandler):
+    """A model that fails on every batch, as an out-of-memory GPU would."""
+
+    def run_inference(self, batch, model, inference_args=None):
+        raise RuntimeError("CUDA out of memory (simulated)\nwith a second line")
+
+
+def test_a_failing_model_gives_error_rows_not_a_failed_job(sample_archive, tmp_path):
+    import os
+
+    from pipeline.config import ScanConfig, load_config
+    from pipeline.scan import build_scan_pipeline, prepare_scan
+    from transforms import score
+
+    _, items = sample_archive
+    inputs = [i.uri for i in items if i.kind == "image"]
+    plan = prepare_scan(inputs, str(tmp_path), load_config(ScanConfig, None, ["faces.detect_size=320"]))
+    original = score.FrameModelHandler
+    pipeline = TestPipeline()
+    rows = build_scan_pipeline_with(pipeline, plan, FailingHandler("untrained", device="cpu"))
+    assert_that(
+        rows | beam.Map(lambda r: (os.path.basename(r["uri"]), r["status"], r["error"])),
+        equal_to([(os.path.basename(u), "error", "frame model failed: RuntimeError: CUDA out of memory (simulated)")
+                  for u in inputs]),
+    )
+    pipeline.run().wait_until_finish()
+    assert score.FrameModelHandler is original
+
+
+def build_scan_pipeline_with(pipeline, plan, handler):
+    """The scan job's own stages, with a given model handler."""
+    from transforms.aggregate import AggregateVerdicts
+    from transforms.extract import ExtractFaces
+    from transforms.score import ScoreFaces
+
+    config = plan.config
+    return (
+        pipeline
+        | beam.Create(list(plan.inputs))
+        | ExtractFaces(config.sampling, config.faces, "cpu")
+        | ScoreFaces(handler)
+        | AggregateVerdicts(plan.checkpoint, config.aggregate.strategy, plan.run)
+    )

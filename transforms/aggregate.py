@@ -78,6 +78,8 @@ class AggregateVerdictsFn(beam.DoFn):
         item = scored.media
         if item.status != OK:
             return verdict_row(item, self._run)
+        if scored.failures:
+            return verdict_row(item, self._run, status=ERROR, error="; ".join(scored.failures))
         for track, scores in zip(item.tracks, scored.scores):
             if len(scores) != len(track):
                 raise RuntimeError(f"track {track.track_id} has {len(track)} faces but {len(scores)} scores")

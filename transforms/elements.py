@@ -103,3 +103,4 @@ class ScoredMedia:
 
     media: ExtractedMedia
     scores: tuple[tuple[FaceScore, ...], ...]  # per track, in frame order
+    failures: tuple[str, ...] = ()  # why the frame model could not score some faces
