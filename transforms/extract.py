@@ -6,6 +6,7 @@ never leave it; only aligned face crops do.
 """
 from __future__ import annotations
 
+import dataclasses
 import logging
 import os
 from typing import Iterable, Optional
@@ -14,7 +15,7 @@ import apache_beam as beam
 import numpy as np
 from apache_beam.metrics import Metrics
 
-from models.align import align_faces
+from models.align import align_face
 from models.device import resolve_device
 from models.faces import FaceDetector
 from models.tracking import link_tracks
@@ -51,7 +52,7 @@ class FaceExtractor:
         try:
             with media.staged(item.uri) as path:
                 size, sha = media.fingerprint(path)
-                info = MediaInfo(uri=item.uri, media_type=item.media_type, file_size=size, content_sha256=sha)
+                info = dataclasses.replace(info, file_size=size, content_sha256=sha)
                 if item.media_type is None:
                     ext = os.path.splitext(item.uri)[1] or "(none)"
                     return ExtractedMedia(info, UNSUPPORTED, f"unsupported file type '{ext}'")
@@ -70,19 +71,23 @@ class FaceExtractor:
 
     def _extract_image(self, path: str, info: MediaInfo) -> ExtractedMedia:
         frame = media.load_image(path)
-        info = MediaInfo(
-            **{**info.__dict__, "width": frame.shape[1], "height": frame.shape[0], "num_frames": 1,
-               "codec": _image_codec(path), "decoder": "pillow"}
+        info = dataclasses.replace(
+            info, width=frame.shape[1], height=frame.shape[0], num_frames=1, codec=_image_codec(path), decoder="pillow"
         )
         tracks = self._tracks_for_clip(frame[None], [0], np.zeros(1), clip_index=0, first_id=0)
         return self._finish(info, frames_sampled=1, tracks=tracks)
 
     def _extract_video(self, path: str, info: MediaInfo) -> ExtractedMedia:
         probe = media.probe_video(path)
-        info = MediaInfo(
-            **{**info.__dict__, "duration_s": probe.duration_s, "fps": probe.fps, "width": probe.width,
-               "height": probe.height, "codec": probe.codec, "num_frames": probe.num_frames,
-               "decoder": "decord"}
+        info = dataclasses.replace(
+            info,
+            duration_s=probe.duration_s,
+            fps=probe.fps,
+            width=probe.width,
+            height=probe.height,
+            codec=probe.codec,
+            num_frames=probe.num_frames,
+            decoder="decord",
         )
         clips = media.sample_clips(
             probe.num_frames,
@@ -111,16 +116,16 @@ class FaceExtractor:
             max_gap=self.faces.track_max_gap,
             min_length=min(self.faces.min_track_frames, len(frames)),
         )
-        linked = sorted(linked, key=len, reverse=True)[: self.faces.max_tracks_per_clip]
-        linked.sort(key=lambda t: t.frames[0])
+        # Keep the longest tracks, in the tracker's order (first appearance, left to right).
+        longest = {id(t) for t in sorted(linked, key=len, reverse=True)[: self.faces.max_tracks_per_clip]}
+        linked = [t for t in linked if id(t) in longest]
         tracks = []
         for offset, track in enumerate(linked):
             chosen = [detections[pos] for pos in track.frames]
-            landmarks = np.stack([faces.landmarks[d] for faces, d in zip(chosen, track.detections)])
             crops = np.stack(
                 [
-                    align_faces(frames[pos], landmarks[i : i + 1], self.faces.crop_size, self.faces.margin)[0]
-                    for i, pos in enumerate(track.frames)
+                    align_face(frames[pos], faces.landmarks[d], self.faces.crop_size, self.faces.margin)[0]
+                    for pos, faces, d in zip(track.frames, chosen, track.detections)
                 ]
             )
             tracks.append(
