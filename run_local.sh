@@ -48,9 +48,9 @@ case "${1:-}" in
     [ -f data/trainset/manifest.csv ] || "$ds" samples data/trainset --training-set
     "$ds" extract --data data/trainset/manifest.csv --output outputs/demo_faces
     "$ds" train --config configs/train_demo.yaml "$@"
-    "$ds" evaluate --checkpoint outputs/train_demo/model.pt --data data/trainset/manifest.csv \
-      --split test --output outputs/train_demo/test_metrics.json
     "$VENV/bin/python" -m pipeline.export_demo outputs/train_demo/model.pt models/weights/demo.pt
+    "$ds" evaluate --checkpoint models/weights/demo.pt --data data/trainset/manifest.csv \
+      --split test --output outputs/demo_metrics.json
     ;;
   -h|--help)
     sed -n '2,6p' "$0"

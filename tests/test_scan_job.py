@@ -14,7 +14,7 @@ from pipeline.config import ScanConfig, load_config
 from pipeline.scan import build_scan_pipeline, prepare_scan
 from transforms.verdicts import VERDICT_SCHEMA
 
-FAST = ["faces.detect_size=320", "model.batch_size=16"]
+FAST = ["faces.detect_size=320", "model.batch_size=16", "model.checkpoint=untrained"]
 
 
 @pytest.fixture(scope="module")
@@ -181,3 +181,19 @@ def test_beam_options_are_routed_and_default_to_the_direct_runner():
     # Beam 2.77 would otherwise try to download its Prism runner
     assert pipeline_options([]).get_all_options()["runner"] == "DirectRunner"
     assert pipeline_options(["--runner=DataflowRunner"]).get_all_options()["runner"] == "DataflowRunner"
+
+
+def test_default_checkpoint_is_the_bundled_demo_when_installed():
+    import os
+
+    from models.checkpoint import load_checkpoint
+    from pipeline.scan import DEMO_CHECKPOINT, default_checkpoint
+
+    if not os.path.exists(DEMO_CHECKPOINT):
+        assert default_checkpoint() == "untrained"
+        pytest.skip("no bundled demo checkpoint in this checkout")
+    assert default_checkpoint() == DEMO_CHECKPOINT
+    demo = load_checkpoint(DEMO_CHECKPOINT)
+    assert demo.card.name == "demo-b0-synthetic" and demo.card.frame_arch == "efficientnet-b0"
+    assert demo.card.input_size == 224 and demo.sequence_model is not None
+    assert demo.card.training["validation"]["video"]["auc"] is not None
