@@ -164,3 +164,24 @@ def test_evaluate_command_writes_metrics(faces_dir, tiny_set, tmp_path, capsys):
         assert key in metrics
     assert metrics["model_name"] == "deepfake-scan-model"
     assert "AUC" in capsys.readouterr().out
+
+
+def test_fine_tuning_starts_from_a_checkpoints_weights(tmp_path):
+    from models.card import ModelCard
+    from models.checkpoint import save_checkpoint
+    from pipeline.train import _initial_frame_model
+
+    torch.manual_seed(3)
+    start = FrameModel("efficientnet-b0")
+    card = ModelCard(name="start", frame_arch="efficientnet-b0", input_size=64, aggregator="mean", sequence_arch=None)
+    save_checkpoint(str(tmp_path / "start.pt"), card, start)
+    config = load_config(TrainConfig, None, [f"model.init={tmp_path / 'start.pt'}", "model.manipulation_head=true"])
+    target = ModelCard(name="t", frame_arch="efficientnet-b0", input_size=64, manipulation_classes=("a", "b"))
+    model = _initial_frame_model(config, target)
+    mine, theirs = model.state_dict(), start.state_dict()
+    assert torch.equal(mine["backbone._conv_stem.weight"], theirs["backbone._conv_stem.weight"])
+    assert torch.equal(mine["head.weight"], theirs["head.weight"])
+    assert model.manipulation_head is not None  # a head the start did not have begins afresh
+    wrong = load_config(TrainConfig, None, [f"model.init={tmp_path / 'start.pt'}", "model.arch=efficientnet-b1"])
+    with pytest.raises(ValueError, match="efficientnet-b0 checkpoint"):
+        _initial_frame_model(wrong, ModelCard(name="t", frame_arch="efficientnet-b1", input_size=64))
