@@ -11,6 +11,7 @@ written every epoch) and ``model.pt`` (the checkpoint ``deepfake-scan scan`` loa
 from __future__ import annotations
 
 import dataclasses
+import functools
 import json
 import logging
 import time
@@ -67,7 +68,7 @@ def group_tracks(rows: list[dict], max_tracks_per_video: int) -> dict[str, list[
     for (split, video_id, _), crops in tracks.items():
         per_video[(split, video_id)].append(sorted(crops, key=lambda r: r["frame_index"]))
     out: dict[str, list] = defaultdict(list)
-    for (split, video_id), video_tracks in sorted(per_video.items()):
+    for (split, _), video_tracks in sorted(per_video.items()):
         video_tracks.sort(key=len, reverse=True)
         for crops in video_tracks[:max_tracks_per_video]:
             out[split].append((crops[0], crops))
@@ -156,7 +157,7 @@ def run_train(config: TrainConfig) -> str:
 
     sequence_model = None
     if config.sequence.enabled:
-        train_logits, train_emb = _track_outputs(frame_model, tracks["train"], preprocess, device)
+        _, train_emb = _track_outputs(frame_model, tracks["train"], preprocess, device)
         sequence_model, track_probs = _train_sequence(config, card, train_emb, tracks["train"], val_emb, val_items, log)
     else:
         track_probs = [float(p.mean()) for p in frame_probs]
@@ -249,7 +250,7 @@ def _train_frames(config, model, tracks, preprocess, manipulations, device, log,
                               seed=config.seed, manipulation_classes=manipulations)
         dataset.epoch = epoch
         loader = crop_loader(dataset, stage.batch_size, shuffle=True, workers=stage.workers, seed=config.seed + epoch)
-        bar = lambda it: tqdm(it, desc=f"frame epoch {epoch + 1}/{stage.epochs}", leave=False, unit="batch")
+        bar = functools.partial(tqdm, desc=f"frame epoch {epoch + 1}/{stage.epochs}", leave=False, unit="batch")
         train = train_frame_epoch(model, loader, preprocess, loss_fn, optimizer, device, progress=bar)
         scheduler.step()
         logits, _ = predict_frames(model, (decode_crop(s.png) for s in val_samples), preprocess, device)
