@@ -250,7 +250,7 @@ def train_sequence_epoch(
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
         optimizer.step()
-        total += float(loss) * len(idx)
+        total += float(loss.detach()) * len(idx)
     return total / max(len(order), 1)
 
 

@@ -162,8 +162,8 @@ def _configure_logging(verbose: bool) -> None:
     )
     for handler in logging.getLogger().handlers:
         handler.addFilter(_DropBeamImportNoise())
-    # Beam's optional GCP clients announce their absence at import time.
-    logging.getLogger("apache_beam.io.gcp").setLevel(logging.WARNING)
+    # Beam narrates its internals (type hints, batch timings) at INFO; keep that for -v.
+    logging.getLogger("apache_beam").setLevel(logging.INFO if verbose else logging.WARNING)
 
 
 def _own_flags(parser: argparse.ArgumentParser) -> list[str]:
