@@ -14,6 +14,7 @@ import torch
 from models.checkpoint import LoadedCheckpoint
 from models.device import describe_device
 from models.preprocess import FacePreprocess
+from models.training import pad_tracks
 
 
 class FramePredictor:
@@ -60,10 +61,7 @@ class SequencePredictor:
         """``tracks``: arrays of shape ``(T_i, D)``. Returns ``(len(tracks),)`` float32."""
         if not tracks:
             return np.zeros((0,), np.float32)
-        lengths = torch.tensor([len(t) for t in tracks], dtype=torch.int64)
-        padded = torch.zeros((len(tracks), int(lengths.max()), tracks[0].shape[1]), dtype=torch.float32)
-        for i, t in enumerate(tracks):
-            padded[i, : len(t)] = torch.from_numpy(np.asarray(t, dtype=np.float32))
+        padded, lengths = pad_tracks(tracks)
         with torch.inference_mode():
             logits = self.model(padded.to(self.device), lengths)
         return torch.sigmoid(logits.float()).cpu().numpy().astype(np.float32)

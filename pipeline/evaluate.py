@@ -21,7 +21,7 @@ from pipeline.config import ScanConfig
 from pipeline.datasets import LabelledVideo, load_dataset
 from pipeline.inputs import media_type_of
 from pipeline.scan import plan_scan, run_scan
-from pipeline.summary import read_verdicts
+from transforms.parquet_sink import read_table
 from transforms.elements import MediaInput
 
 logger = logging.getLogger(__name__)
@@ -124,7 +124,7 @@ def run_evaluate(
     plan = plan_scan(inputs, work_dir, config)
     logger.info("evaluating %s on %d videos (split %s); verdicts in %s", plan.checkpoint, len(inputs), split, work_dir)
     run_scan(plan, options)
-    rows = read_verdicts(plan.verdicts_dir).to_pylist()
+    rows = read_table(plan.verdicts_dir).to_pylist()
     metrics = compute_metrics(videos, rows)
     metrics.update({"checkpoint": plan.checkpoint, "checkpoint_sha256": plan.run.checkpoint_sha256,
                     "model_name": plan.run.model_name, "data": data, "split": split})

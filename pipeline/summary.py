@@ -3,18 +3,11 @@ from __future__ import annotations
 
 from collections import Counter
 
-import fsspec
-import pyarrow.parquet as pq
-
-
-def read_verdicts(verdicts_dir: str):
-    """The verdict table under ``verdicts_dir`` (local or any fsspec URL)."""
-    fs, path = fsspec.core.url_to_fs(verdicts_dir)
-    return pq.read_table(path, filesystem=fs)
+from transforms.parquet_sink import read_table
 
 
 def summarize(verdicts_dir: str, top: int = 5) -> str:
-    table = read_verdicts(verdicts_dir)
+    table = read_table(verdicts_dir)
     rows = table.select(["uri", "status", "label", "score", "num_tracks", "error", "model_name"]).to_pylist()
     lines = [f"{len(rows)} inputs judged (model: {rows[0]['model_name'] if rows else '-'})"]
     statuses = Counter(r["status"] for r in rows)

@@ -44,7 +44,7 @@ from models.training import (
     train_sequence_epoch,
 )
 from pipeline.config import dump_config
-from pipeline.summary import read_verdicts
+from transforms.parquet_sink import read_table
 from pipeline.train_config import TrainConfig
 
 logger = logging.getLogger(__name__)
@@ -54,7 +54,7 @@ CLASSES = ("real", "fake")
 
 def read_faces(faces_dir: str) -> list[dict]:
     """The face table written by the extraction job, without decoding crops."""
-    table = read_verdicts(faces_dir.rstrip("/") + "/faces")
+    table = read_table(faces_dir.rstrip("/") + "/faces")
     columns = ["video_id", "split", "label", "manipulation", "track_id", "clip_index", "frame_index", "crop_png"]
     return table.select(columns).to_pylist()
 

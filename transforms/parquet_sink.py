@@ -52,6 +52,12 @@ class _WriteShardsFn(beam.DoFn):
         return path
 
 
+def read_table(table_dir: str) -> pa.Table:
+    """Every Parquet file of a table folder written by ``WriteParquetTable`` (any fsspec URL)."""
+    fs, path = fsspec.core.url_to_fs(table_dir)
+    return pq.read_table(path, filesystem=fs)
+
+
 def write_table(table: pa.Table, path: str) -> None:
     with fsspec.open(path, "wb") as f:
         pq.write_table(table, f, compression="snappy")
