@@ -40,6 +40,40 @@ class SamplingConfig:
 
 
 @dataclass
+class DecodeConfig:
+    """Decoders, their isolation and the limits on what is decoded."""
+
+    # Tried in order: a later decoder reads the file when an earlier one fails, crashes or hangs.
+    decoders: list[str] = field(default_factory=lambda: ["decord", "pyav"])
+    isolate: bool = True  # decode in a child process (false: in-process, for debugging only)
+    timeout_s: float = 120.0  # per input and decoder; the child is killed after this
+    memory_mb: int = 4096  # address-space limit of the decoder process (0: none)
+    max_side: int = 1920  # larger frames are downscaled inside the decoder
+    max_pixels: int = 40_000_000  # larger frames (over 8K UHD) are refused: status too_large
+    max_file_mb: float = 20480.0  # larger files are refused before reading: status too_large
+    max_duration_s: float = 14400.0  # longer videos are refused: status too_large
+
+    def validate(self) -> None:
+        from transforms.decoders import validate_decoder_name
+
+        if not self.decoders:
+            raise ConfigError("decode.decoders must name at least one decoder")
+        for name in self.decoders:
+            try:
+                validate_decoder_name(name)
+            except ValueError as e:
+                raise ConfigError(f"decode.decoders: {e}") from None
+        _positive("decode.timeout_s", self.timeout_s)
+        _non_negative("decode.memory_mb", self.memory_mb)
+        if 0 < self.memory_mb < 512:
+            raise ConfigError(f"decode.memory_mb must be 0 (no limit) or at least 512, got {self.memory_mb}")
+        _positive("decode.max_side", self.max_side)
+        _positive("decode.max_pixels", self.max_pixels)
+        _positive("decode.max_file_mb", self.max_file_mb)
+        _positive("decode.max_duration_s", self.max_duration_s)
+
+
+@dataclass
 class FacesConfig:
     """Face detection (MTCNN), alignment and tracking."""
 
@@ -121,6 +155,7 @@ class ScanConfig:
     """Everything the scan job can be told."""
 
     inputs: InputsConfig = field(default_factory=InputsConfig)
+    decode: DecodeConfig = field(default_factory=DecodeConfig)
     sampling: SamplingConfig = field(default_factory=SamplingConfig)
     faces: FacesConfig = field(default_factory=FacesConfig)
     model: ModelConfig = field(default_factory=ModelConfig)

@@ -41,7 +41,7 @@ def build_extract_pipeline(
     extracted = (
         labelled
         | "ToMediaInputs" >> beam.Map(lambda v, exts: MediaInput(v["uri"], media_type_of(v["uri"], exts), v["label"]), config.inputs)
-        | "ExtractFaces" >> ExtractFaces(config.sampling, config.faces, config.model.device)
+        | "ExtractFaces" >> ExtractFaces(config)
     )
     faces = extracted | "FaceRows" >> beam.ParDo(FaceRowsFn(), by_uri)
     faces | "WriteFaces" >> WriteParquetTable(f"{out}/faces", f"{out}/_staging-faces-{run_id}", FACE_SCHEMA)

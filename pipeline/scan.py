@@ -129,7 +129,7 @@ def build_scan_pipeline(pipeline: beam.Pipeline, plan: ScanPlan) -> beam.PCollec
     rows = (
         pipeline
         | "ListedInputs" >> beam.Create(list(plan.inputs))
-        | "ExtractFaces" >> ExtractFaces(config.sampling, config.faces, config.model.device)
+        | "ExtractFaces" >> ExtractFaces(config)
         | "ScoreFaces" >> ScoreFaces(handler)
         | "AggregateVerdicts" >> AggregateVerdicts(plan.checkpoint, config.aggregate.strategy, plan.run)
     )

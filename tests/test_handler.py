@@ -107,7 +107,7 @@ def build_scan_pipeline_with(pipeline, plan, handler):
     return (
         pipeline
         | beam.Create(list(plan.inputs))
-        | ExtractFaces(config.sampling, config.faces, "cpu")
+        | ExtractFaces(config)
         | ScoreFaces(handler)
         | AggregateVerdicts(plan.checkpoint, config.aggregate.strategy, plan.run)
     )

@@ -16,8 +16,11 @@ OK = "ok"
 NO_FACE = "no_face"
 UNREADABLE = "unreadable"
 UNSUPPORTED = "unsupported"
+TIMEOUT = "timeout"  # the decoder overran decode.timeout_s and was killed
+TOO_LARGE = "too_large"  # over a decode.max_* limit
+SKIPPED = "skipped"  # --skip-scanned: judged by the same checkpoint in an earlier scan
 ERROR = "error"
-STATUSES = (OK, NO_FACE, UNREADABLE, UNSUPPORTED, ERROR)
+STATUSES = (OK, NO_FACE, UNREADABLE, UNSUPPORTED, TIMEOUT, TOO_LARGE, SKIPPED, ERROR)
 
 
 @dataclass(frozen=True)
@@ -43,7 +46,9 @@ class MediaInfo:
     height: Optional[int] = None
     codec: Optional[str] = None
     num_frames: Optional[int] = None
-    decoder: Optional[str] = None
+    decoder: Optional[str] = None  # which decoder produced the frames
+    warnings: tuple[str, ...] = ()  # what went wrong without stopping the verdict
+    previous: Optional[dict] = None  # SKIPPED: the earlier verdict (scan_id, score, label, status)
 
 
 @dataclass(frozen=True)

@@ -9,7 +9,7 @@ from __future__ import annotations
 import dataclasses
 import logging
 import os
-from typing import Iterable, Optional
+from typing import Iterable, Mapping, Optional
 
 import apache_beam as beam
 import numpy as np
@@ -19,12 +19,17 @@ from models.align import align_face
 from models.device import resolve_device
 from models.faces import FaceDetector
 from models.tracking import link_tracks
-from pipeline.config import FacesConfig, SamplingConfig
+from pipeline.config import DecodeConfig, FacesConfig, SamplingConfig, ScanConfig
 from transforms import media
+from transforms.decoders import repeated_frames
+from transforms.sandbox import DecoderSandbox
 from transforms.elements import (
     ERROR,
     NO_FACE,
     OK,
+    SKIPPED,
+    TIMEOUT,
+    TOO_LARGE,
     UNREADABLE,
     UNSUPPORTED,
     ExtractedMedia,
@@ -39,75 +44,141 @@ METRICS_NAMESPACE = "deepfake_scan"
 
 
 class FaceExtractor:
-    """Turns one media file into face tracks with aligned crops (no Beam here)."""
+    """Turns one media file into face tracks with aligned crops (no Beam here).
 
-    def __init__(self, sampling: SamplingConfig, faces: FacesConfig, detector: FaceDetector):
+    Decoding goes through ``sandbox`` (a child process, see ``transforms.sandbox``);
+    detection, alignment and tracking run here on the frames it returns.
+    """
+
+    def __init__(
+        self,
+        sampling: SamplingConfig,
+        faces: FacesConfig,
+        detector: FaceDetector,
+        decode: Optional[DecodeConfig] = None,
+        sandbox: Optional[DecoderSandbox] = None,
+    ):
         self.sampling = sampling
         self.faces = faces
         self.detector = detector
+        self.decode = decode or DecodeConfig()
+        self.sandbox = sandbox or DecoderSandbox(
+            self.decode.timeout_s, self.decode.memory_mb, isolate=self.decode.isolate
+        )
 
-    def extract(self, item: MediaInput) -> ExtractedMedia:
-        """Never raises for a bad input: failures become a status and an error text."""
+    def extract(self, item: MediaInput, previous: Optional[Mapping[str, dict]] = None) -> ExtractedMedia:
+        """Never raises for a bad input: failures become a status and an error text.
+
+        ``previous`` maps content fingerprints already judged (``--skip-scanned``)
+        to their earlier verdicts; such inputs are not decoded again.
+        """
         info = MediaInfo(uri=item.uri, media_type=item.media_type)
         try:
-            with media.staged(item.uri) as path:
+            with media.staged(item.uri, max_bytes=int(self.decode.max_file_mb * 2**20)) as path:
                 size, sha = media.fingerprint(path)
                 info = dataclasses.replace(info, file_size=size, content_sha256=sha)
                 if item.media_type is None:
                     ext = os.path.splitext(item.uri)[1] or "(none)"
                     return ExtractedMedia(info, UNSUPPORTED, f"unsupported file type '{ext}'")
+                if previous and sha in previous:
+                    before = previous[sha]
+                    info = dataclasses.replace(info, previous=dict(before))
+                    return ExtractedMedia(
+                        info, SKIPPED, f"already judged by this checkpoint in scan {before.get('scan_id')}"
+                    )
                 if size == 0:
                     return ExtractedMedia(info, UNREADABLE, "empty file (0 bytes)")
-                if item.media_type == "image":
-                    return self._extract_image(path, info)
-                return self._extract_video(path, info)
+                decoders = ["pillow"] if item.media_type == "image" else self.decode.decoders
+                return self._extract_with(decoders, path, info)
         except media.MediaError as e:
             return ExtractedMedia(info, e.status, str(e))
         except FileNotFoundError as e:
             return ExtractedMedia(info, UNREADABLE, f"file not found: {media.first_line(e)}")
+        except OSError as e:  # symlink loops, permissions, I/O errors
+            return ExtractedMedia(info, UNREADABLE, f"cannot read the file: {media.first_line(e)}")
         except Exception as e:  # never let one input take the job down
             logger.exception("unexpected failure on %r", item.uri)
             return ExtractedMedia(info, ERROR, f"{type(e).__name__}: {media.first_line(e)}")
 
-    def _extract_image(self, path: str, info: MediaInfo) -> ExtractedMedia:
-        frame = media.load_image(path)
-        info = dataclasses.replace(
-            info, width=frame.shape[1], height=frame.shape[0], num_frames=1, codec=_image_codec(path), decoder="pillow"
-        )
-        tracks = self._tracks_for_clip(frame[None], [0], np.zeros(1), clip_index=0, first_id=0)
-        return self._finish(info, frames_sampled=1, tracks=tracks)
+    def _extract_with(self, decoders: list[str], path: str, info: MediaInfo) -> ExtractedMedia:
+        """Try each decoder in turn; the first that decodes the file decides the verdict."""
+        failures: list[str] = []
+        statuses: list[str] = []
+        for name in decoders:
+            try:
+                result = self._decode_and_detect(name, path, info)
+            except media.MediaError as e:
+                failures.append(f"{name}: {e}")
+                statuses.append(e.status)
+                if e.status == TOO_LARGE:
+                    break  # a limit holds whatever the decoder
+                continue
+            finally:
+                self.sandbox.close_input()
+            if failures:
+                warnings = tuple(f"{f}; decoded with {name} instead" for f in failures)
+                result = dataclasses.replace(
+                    result, info=dataclasses.replace(result.info, warnings=warnings + result.info.warnings)
+                )
+            return result
+        status = TIMEOUT if TIMEOUT in statuses else statuses[-1]
+        return ExtractedMedia(info, status, "; ".join(failures))
 
-    def _extract_video(self, path: str, info: MediaInfo) -> ExtractedMedia:
-        probe = media.probe_video(path)
+    def _decode_and_detect(self, decoder: str, path: str, info: MediaInfo) -> ExtractedMedia:
+        probe = self.sandbox.open(decoder, path, self.decode.max_side, self.decode.max_pixels)
         info = dataclasses.replace(
             info,
-            duration_s=probe.duration_s,
-            fps=probe.fps,
+            duration_s=probe.duration_s if info.media_type == "video" else None,
+            fps=probe.fps if info.media_type == "video" else None,
             width=probe.width,
             height=probe.height,
             codec=probe.codec,
             num_frames=probe.num_frames,
-            decoder="decord",
+            decoder=decoder,
+            warnings=tuple(probe.notes),
         )
-        clips = media.sample_clips(
-            probe.num_frames,
-            probe.fps,
-            policy=self.sampling.policy,
-            clip_len=self.sampling.clip_len,
-            clip_every_s=self.sampling.clip_every_s,
-            max_clips=self.sampling.max_clips,
-        )
+        if probe.duration_s > self.decode.max_duration_s:
+            raise media.MediaError(
+                TOO_LARGE,
+                f"video of {probe.duration_s:.0f} s is over decode.max_duration_s={self.decode.max_duration_s:g}",
+            )
+        if info.media_type == "image":
+            clips = [[0]]
+        else:
+            clips = media.sample_clips(
+                probe.num_frames,
+                probe.fps,
+                policy=self.sampling.policy,
+                clip_len=self.sampling.clip_len,
+                clip_every_s=self.sampling.clip_every_s,
+                max_clips=self.sampling.max_clips,
+            )
+        # Boxes are reported in the source's pixels even when the decoder downscaled.
+        scale = probe.width / probe.decoded_width if probe.decoded_width else 1.0
         tracks: list[FaceTrackCrops] = []
-        sampled = 0
-        for clip_index, (indices, (frames, stamps)) in enumerate(
-            zip(clips, media.decode_video_clips(path, clips))
-        ):
-            sampled += len(indices)
-            tracks += self._tracks_for_clip(frames, indices, stamps, clip_index, first_id=len(tracks))
+        notes: list[str] = []
+        sampled = repeats = 0
+        for clip_index, indices in enumerate(clips):
+            clip = self.sandbox.read(indices)
+            notes += clip.notes
+            sampled += len(clip.indices)
+            repeats += repeated_frames(clip.frames) if len(clip.frames) > 1 else 0
+            tracks += self._tracks_for_clip(
+                clip.frames, clip.indices, np.asarray(clip.timestamps), clip_index, len(tracks), scale
+            )
+        if repeats:
+            notes.append(f"{repeats} sampled frame(s) are exact repeats of the frame before (undecodable frames?)")
+        info = dataclasses.replace(info, warnings=info.warnings + tuple(notes))
         return self._finish(info, frames_sampled=sampled, tracks=tracks)
 
     def _tracks_for_clip(
-        self, frames: np.ndarray, indices: list[int], stamps: np.ndarray, clip_index: int, first_id: int
+        self,
+        frames: np.ndarray,
+        indices: list[int],
+        stamps: np.ndarray,
+        clip_index: int,
+        first_id: int,
+        scale: float = 1.0,
     ) -> list[FaceTrackCrops]:
         detections = self.detector.detect(frames)
         linked = link_tracks(
@@ -134,7 +205,9 @@ class FaceExtractor:
                     clip_index=clip_index,
                     frame_indices=tuple(int(indices[pos]) for pos in track.frames),
                     timestamps=tuple(float(stamps[pos]) for pos in track.frames),
-                    boxes=np.stack([f.boxes[d] for f, d in zip(chosen, track.detections)]).astype(np.float32),
+                    boxes=(np.stack([f.boxes[d] for f, d in zip(chosen, track.detections)]) * scale).astype(
+                        np.float32
+                    ),
                     detection_scores=np.array([f.scores[d] for f, d in zip(chosen, track.detections)], np.float32),
                     crops=crops,
                 )
@@ -149,51 +222,53 @@ class FaceExtractor:
         return ExtractedMedia(info, OK, None, frames_sampled, faces_found, tuple(tracks))
 
 
-def _image_codec(path: str) -> Optional[str]:
-    try:
-        from PIL import Image
-
-        with Image.open(path) as img:
-            return (img.format or "").lower() or None
-    except Exception:
-        return None
-
-
 class ExtractFacesFn(beam.DoFn):
-    """Beam wrapper around ``FaceExtractor``; the MTCNN is built once per DoFn instance."""
+    """Beam wrapper around ``FaceExtractor``: the MTCNN and the decoder process are per DoFn instance.
 
-    def __init__(self, sampling: SamplingConfig, faces: FacesConfig, device: str = "cpu"):
-        self._sampling = sampling
-        self._faces = faces
-        self._device = device
+    ``previous`` (a side input) maps content fingerprints judged in earlier scans to their verdicts.
+    """
+
+    def __init__(self, config: ScanConfig):
+        self._config = config
         self._extractor: Optional[FaceExtractor] = None
-        self._counters = {}
 
     def setup(self) -> None:
+        faces = self._config.faces
         detector = FaceDetector(
-            detect_size=self._faces.detect_size,
-            min_face_size=self._faces.min_face_size,
-            min_confidence=self._faces.min_confidence,
-            thresholds=self._faces.mtcnn_thresholds,
-            device=resolve_device(self._device),
+            detect_size=faces.detect_size,
+            min_face_size=faces.min_face_size,
+            min_confidence=faces.min_confidence,
+            thresholds=faces.mtcnn_thresholds,
+            device=resolve_device(self._config.model.device),
         )
-        self._extractor = FaceExtractor(self._sampling, self._faces, detector)
+        self._extractor = FaceExtractor(self._config.sampling, faces, detector, self._config.decode)
 
-    def process(self, item: MediaInput) -> Iterable[ExtractedMedia]:
-        result = self._extractor.extract(item)
+    def process(self, item: MediaInput, previous: Optional[Mapping[str, dict]] = None) -> Iterable[ExtractedMedia]:
+        result = self._extractor.extract(item, previous)
         if result.status != OK:
-            logger.info("%s: %s (%s)", result.status, item.uri, result.error)
+            logger.info("%s: %r (%s)", result.status, item.uri, result.error)
         Metrics.counter(METRICS_NAMESPACE, f"extract_{result.status}").inc()
         Metrics.counter(METRICS_NAMESPACE, "faces_extracted").inc(result.faces_found)
         yield result
 
+    def teardown(self) -> None:
+        if self._extractor is not None:
+            self._extractor.sandbox.shutdown()
+
 
 class ExtractFaces(beam.PTransform):
-    """``PCollection[MediaInput]`` -> ``PCollection[ExtractedMedia]``, one per input."""
+    """``PCollection[MediaInput]`` -> ``PCollection[ExtractedMedia]``, one per input.
 
-    def __init__(self, sampling: SamplingConfig, faces: FacesConfig, device: str = "cpu"):
+    ``previous``: an optional ``PCollection`` of ``(content_sha256, earlier verdict)``
+    pairs; inputs whose bytes appear there are not decoded again (status ``skipped``).
+    """
+
+    def __init__(self, config: ScanConfig, previous: Optional[beam.PCollection] = None):
         super().__init__()
-        self._fn = ExtractFacesFn(sampling, faces, device)
+        self._fn = ExtractFacesFn(config)
+        self._previous = previous
 
     def expand(self, inputs):
-        return inputs | "DecodeDetectAlign" >> beam.ParDo(self._fn)
+        if self._previous is None:
+            return inputs | "DecodeDetectAlign" >> beam.ParDo(self._fn)
+        return inputs | "DecodeDetectAlign" >> beam.ParDo(self._fn, previous=beam.pvalue.AsDict(self._previous))

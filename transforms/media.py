@@ -1,9 +1,9 @@
-"""Reading media: staging remote files, fingerprints, probing and decoding.
+"""Reading media: staging remote files, fingerprints and clip sampling.
 
-Plain functions with no Beam in them, called by the extraction DoFn. Videos
-are decoded with decord, one ``get_batch`` per clip of consecutive frames;
-images with Pillow. Remote objects (any fsspec URL) are streamed to a local
-temporary file, never read whole into memory.
+Plain functions with no Beam in them, called by the extraction DoFn. Remote
+objects (any fsspec URL) are streamed to a local temporary file, never read
+whole into memory. Decoding itself lives in ``transforms.decoders`` and runs
+in the sandboxed child process of ``transforms.sandbox``.
 """
 from __future__ import annotations
 
@@ -12,8 +12,7 @@ import hashlib
 import logging
 import os
 import tempfile
-from dataclasses import dataclass
-from typing import Iterator, Optional, Sequence
+from typing import Iterator, Optional
 
 import fsspec
 import numpy as np
@@ -37,16 +36,27 @@ def is_local(uri: str) -> bool:
 
 
 @contextlib.contextmanager
-def staged(uri: str) -> Iterator[str]:
-    """A local path holding ``uri``'s bytes: the file itself, or a streamed temporary copy."""
+def staged(uri: str, max_bytes: Optional[int] = None) -> Iterator[str]:
+    """A local path holding ``uri``'s bytes: the file itself, or a streamed temporary copy.
+
+    Raises ``MediaError`` (``too_large``) before copying anything when the
+    object is bigger than ``max_bytes``, and (``unreadable``) when the path is
+    a directory.
+    """
+    fs, path = fsspec.core.url_to_fs(uri)
+    if max_bytes is not None:
+        size = fs.size(path)
+        if size is not None and size > max_bytes:
+            raise MediaError("too_large", f"file of {size / 2**20:.0f} MB is over decode.max_file_mb")
+    if fs.isdir(path):
+        raise MediaError("unreadable", "a directory, not a media file")
     if is_local(uri):
-        yield fsspec.core.strip_protocol(uri) if "://" in uri else uri
+        yield path
         return
     suffix = os.path.splitext(uri)[1][:16]
     fd, tmp = tempfile.mkstemp(prefix="deepfake-scan-", suffix=suffix)
     os.close(fd)
     try:
-        fs, path = fsspec.core.url_to_fs(uri)
         fs.get_file(path, tmp)
         yield tmp
     finally:
@@ -63,50 +73,6 @@ def fingerprint(path: str) -> tuple[int, str]:
             digest.update(chunk)
             size += len(chunk)
     return size, digest.hexdigest()
-
-
-@dataclass(frozen=True)
-class VideoProbe:
-    num_frames: int
-    fps: float
-    width: int
-    height: int
-    duration_s: float
-    codec: Optional[str]
-
-
-def probe_video(path: str) -> VideoProbe:
-    """Container facts: frame count and size from decord, codec name from PyAV."""
-    import decord
-
-    try:
-        reader = decord.VideoReader(path, ctx=decord.cpu(0), num_threads=1)
-    except Exception as e:  # decord raises DECORDError and RuntimeError
-        raise MediaError("unreadable", f"decord cannot open the video: {first_line(e)}") from None
-    num_frames = len(reader)
-    if num_frames == 0:
-        raise MediaError("unreadable", "the video has no frames")
-    fps = float(reader.get_avg_fps() or 0.0)
-    first = reader[0].shape  # (H, W, 3)
-    del reader
-    return VideoProbe(
-        num_frames=num_frames,
-        fps=fps,
-        width=int(first[1]),
-        height=int(first[0]),
-        duration_s=num_frames / fps if fps > 0 else 0.0,
-        codec=_codec_name(path),
-    )
-
-
-def _codec_name(path: str) -> Optional[str]:
-    try:
-        import av
-
-        with av.open(path) as container:
-            return container.streams.video[0].codec_context.name
-    except Exception:  # the codec name is informative only
-        return None
 
 
 def sample_clips(
@@ -137,35 +103,6 @@ def sample_clips(
         starts = np.linspace(0, last_start, count).round().astype(int).tolist()
     starts = sorted(set(starts))
     return [list(range(s, s + clip_len)) for s in starts]
-
-
-def decode_video_clips(path: str, clips: Sequence[Sequence[int]]) -> Iterator[tuple[np.ndarray, np.ndarray]]:
-    """Yield ``(frames N x H x W x 3 uint8 RGB, timestamps N seconds)`` per clip."""
-    import decord
-
-    reader = decord.VideoReader(path, ctx=decord.cpu(0))
-    try:
-        for indices in clips:
-            try:
-                frames = reader.get_batch(list(indices)).asnumpy()
-                stamps = reader.get_frame_timestamp(list(indices))[:, 0].astype(np.float64)
-            except Exception as e:
-                raise MediaError("unreadable", f"decord failed to decode frames: {first_line(e)}") from None
-            yield frames, stamps
-    finally:
-        del reader
-
-
-def load_image(path: str) -> np.ndarray:
-    """An image file as ``H x W x 3`` uint8 RGB, honouring EXIF orientation."""
-    from PIL import Image, ImageOps, UnidentifiedImageError
-
-    try:
-        with Image.open(path) as img:
-            img = ImageOps.exif_transpose(img)
-            return np.asarray(img.convert("RGB"))
-    except (UnidentifiedImageError, OSError, ValueError) as e:
-        raise MediaError("unreadable", f"cannot decode the image: {first_line(e)}") from None
 
 
 def first_line(error: BaseException, limit: int = 300) -> str:

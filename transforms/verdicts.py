@@ -36,6 +36,7 @@ VERDICT_SCHEMA = pa.schema(
         ("height", pa.int32()),
         ("codec", pa.string()),
         ("decoder", pa.string()),
+        ("warnings", pa.list_(pa.string())),
         ("frames_sampled", pa.int32()),
         ("faces_found", pa.int32()),
         ("num_tracks", pa.int32()),
@@ -52,6 +53,7 @@ VERDICT_SCHEMA = pa.schema(
         ("package_version", pa.string()),
         ("scan_id", pa.string()),
         ("scanned_at", pa.timestamp("us", tz="UTC")),
+        ("previous_scan_id", pa.string()),
     ]
 )
 
@@ -96,6 +98,10 @@ def verdict_row(
             }
         )
     label = None if score is None else ("fake" if score >= run.threshold else "real")
+    previous = info.previous or {}
+    if previous and score is None:  # skipped: the earlier scan's verdict, under the same checkpoint
+        score = previous.get("score")
+        label = previous.get("label")
     return {
         "uri": info.uri,
         "file_size": info.file_size,
@@ -107,6 +113,7 @@ def verdict_row(
         "height": info.height,
         "codec": info.codec,
         "decoder": info.decoder,
+        "warnings": list(info.warnings),
         "frames_sampled": item.frames_sampled,
         "faces_found": item.faces_found,
         "num_tracks": len(item.tracks),
@@ -123,6 +130,7 @@ def verdict_row(
         "package_version": run.package_version,
         "scan_id": run.scan_id,
         "scanned_at": dt.datetime.now(dt.timezone.utc),
+        "previous_scan_id": previous.get("scan_id"),
     }
 
 

@@ -1,0 +1,113 @@
+"""The decoder sandbox: crashes, hangs and runaway memory cost one input, never the worker."""
+import time
+
+import numpy as np
+import pytest
+
+from models.faces import FaceDetector
+from pipeline.config import DecodeConfig, ScanConfig
+from transforms.elements import MediaInput
+from transforms.extract import FaceExtractor
+from transforms.media import MediaError, sample_clips
+from transforms.sandbox import DecoderSandbox
+
+FAULTY = "tests.faulty_decoders:"
+LIMITS = dict(max_side=1920, max_pixels=10**8)
+
+
+@pytest.fixture(scope="module")
+def detector():
+    return FaceDetector(detect_size=320, min_face_size=40)
+
+
+def _clip():
+    return sample_clips(75, 25.0, policy="clips", clip_len=25, clip_every_s=10, max_clips=4)[0]
+
+
+def test_isolated_frames_equal_in_process_frames(moving_face_video):
+    clip = _clip()
+    with DecoderSandbox(timeout_s=30) as isolated, DecoderSandbox(isolate=False) as local:
+        for decoder in ("decord", "pyav"):
+            a_probe = isolated.open(decoder, str(moving_face_video), **LIMITS)
+            b_probe = local.open(decoder, str(moving_face_video), **LIMITS)
+            assert a_probe == b_probe
+            a, b = isolated.read(clip), local.read(clip)
+            np.testing.assert_array_equal(a.frames, b.frames)
+            assert a.indices == b.indices == clip
+            np.testing.assert_allclose(a.timestamps, b.timestamps)
+            isolated.close_input()
+            local.close_input()
+        assert isolated.children_started == 1  # one child serves many inputs
+
+
+@pytest.mark.parametrize(
+    "decoder, signal_name",
+    [("Segfault", "SIGSEGV"), ("Abort", "SIGABRT")],
+)
+def test_a_crashing_decoder_is_reported_and_replaced(moving_face_video, decoder, signal_name):
+    with DecoderSandbox(timeout_s=30) as sandbox:
+        with pytest.raises(MediaError) as info:
+            sandbox.open(FAULTY + decoder, str(moving_face_video), **LIMITS)
+            sandbox.read(_clip())
+        assert info.value.status == "unreadable"
+        assert signal_name in str(info.value) and "\n" not in str(info.value)
+        # the next input gets a fresh child and decodes normally
+        sandbox.open("decord", str(moving_face_video), **LIMITS)
+        assert len(sandbox.read(_clip()).frames) == 25
+        assert sandbox.children_started == 2
+
+
+def test_a_hanging_decoder_is_killed_at_its_time_limit(moving_face_video):
+    with DecoderSandbox(timeout_s=2) as sandbox:
+        started = time.monotonic()
+        with pytest.raises(MediaError) as info:
+            sandbox.open(FAULTY + "Hang", str(moving_face_video), **LIMITS)
+            sandbox.read(_clip())
+        assert info.value.status == "timeout" and "2 s" in str(info.value)
+        assert time.monotonic() - started < 15
+        sandbox.open("pyav", str(moving_face_video), **LIMITS)
+        assert len(sandbox.read(_clip()).frames) == 25
+
+
+def test_runaway_memory_hits_the_limit(moving_face_video):
+    with DecoderSandbox(timeout_s=60, memory_mb=1024) as sandbox:
+        sandbox.open(FAULTY + "MemoryHog", str(moving_face_video), **LIMITS)
+        with pytest.raises(MediaError) as info:
+            sandbox.read(_clip())
+        assert info.value.status == "unreadable" and "memory" in str(info.value)
+
+
+def _extractor(detector, **decode):
+    config = ScanConfig()
+    return FaceExtractor(config.sampling, config.faces, detector, DecodeConfig(**decode))
+
+
+def test_the_second_decoder_reads_what_the_first_crashed_on(detector, moving_face_video):
+    extractor = _extractor(detector, decoders=[FAULTY + "Segfault", "pyav"], timeout_s=30)
+    try:
+        result = extractor.extract(MediaInput(str(moving_face_video), "video"))
+    finally:
+        extractor.sandbox.shutdown()
+    assert result.status == "ok" and result.info.decoder == "pyav"
+    assert any("SIGSEGV" in w and "decoded with pyav" in w for w in result.info.warnings)
+
+
+def test_hang_everywhere_gives_a_timeout_row(detector, moving_face_video):
+    extractor = _extractor(detector, decoders=[FAULTY + "Hang", FAULTY + "Segfault"], timeout_s=2)
+    try:
+        result = extractor.extract(MediaInput(str(moving_face_video), "video"))
+    finally:
+        extractor.sandbox.shutdown()
+    assert result.status == "timeout"
+    assert "did not finish within 2 s" in result.error and "SIGSEGV" in result.error
+    assert result.info.content_sha256 is not None  # the input is still identified
+
+
+def test_silently_repeated_frames_are_recorded(detector, moving_face_video):
+    extractor = _extractor(detector, decoders=[FAULTY + "RepeatsFrames"])
+    try:
+        result = extractor.extract(MediaInput(str(moving_face_video), "video"))
+    finally:
+        extractor.sandbox.shutdown()
+    assert result.status == "ok"
+    assert any("12 sampled frame(s) are exact repeats" in w for w in result.info.warnings)

@@ -1,0 +1,305 @@
+"""Decoding untrusted media in a child process with a time and a memory limit.
+
+decord can segfault, abort, or hang forever holding the GIL on malformed
+files (decord issues 25, 229, 373). Every decoder therefore runs in a child
+process (``python -m transforms.sandbox``) that the worker talks to over a
+pipe: a crash ends the child, not the worker; a request that overruns its
+time limit gets the child killed; an address-space limit (``RLIMIT_AS``) turns
+runaway allocations into a failed request. The next input starts a fresh child.
+
+Protocol: length-prefixed JSON messages both ways (no pickle: the child
+handles hostile bytes, so nothing it sends is ever executed), followed by the
+raw frame bytes for a ``read`` reply, read straight into a numpy array.
+
+``DecoderSandbox(isolate=False)`` runs the same decoders in-process: for
+debugging only, it gives up the protection.
+"""
+from __future__ import annotations
+
+import json
+import logging
+import os
+import select
+import signal
+import struct
+import subprocess
+import sys
+import tempfile
+import time
+from typing import BinaryIO, Optional, Sequence
+
+import numpy as np
+
+from transforms.decoders import Clip, Probe, decoder_class
+from transforms.elements import TIMEOUT, UNREADABLE
+from transforms.media import MediaError, first_line
+
+logger = logging.getLogger(__name__)
+
+_HEADER = struct.Struct("<Q")
+_MAX_MESSAGE = 1 << 20  # JSON replies are small; anything bigger is a broken child
+_STDERR_LIMIT = 8 << 20  # restart a child whose FFmpeg chatter has filled this much
+
+
+class DecoderSandbox:
+    """Opens and reads media through a decoder living in a child process.
+
+    ``open`` starts a per-input time budget of ``timeout_s`` shared by the
+    ``read`` calls that follow; ``close`` ends the input. Failures raise
+    ``MediaError`` with status ``unreadable`` (decoder error, crash, out of
+    memory) or ``timeout``.
+    """
+
+    def __init__(self, timeout_s: float = 120.0, memory_mb: Optional[int] = 4096, isolate: bool = True):
+        self.timeout_s = timeout_s
+        self.memory_mb = memory_mb
+        self.isolate = isolate
+        self._proc: Optional[subprocess.Popen] = None
+        self._stderr: Optional[BinaryIO] = None
+        self._deadline = 0.0
+        self._decoder_name = ""
+        self._local = None  # the in-process decoder when isolate=False
+        self.children_started = 0
+
+    # ------------------------------------------------------------ public
+
+    def open(self, decoder: str, path: str, max_side: int, max_pixels: int) -> Probe:
+        self._decoder_name = decoder
+        self._deadline = time.monotonic() + self.timeout_s
+        if not self.isolate:
+            self._local = decoder_class(decoder)(path, max_side, max_pixels)
+            return self._local.probe
+        reply = self._request({"cmd": "open", "decoder": decoder, "path": path, "max_side": max_side,
+                               "max_pixels": max_pixels})
+        return Probe(**reply["probe"])
+
+    def read(self, indices: Sequence[int]) -> Clip:
+        if not self.isolate:
+            return self._local.read(indices)
+        reply = self._request({"cmd": "read", "indices": [int(i) for i in indices]})
+        shape = tuple(int(v) for v in reply["shape"])
+        frames = np.empty(shape, np.uint8)
+        self._read_into(memoryview(frames).cast("B"))
+        return Clip(frames, reply["timestamps"], reply["indices"], reply["notes"])
+
+    def close_input(self) -> None:
+        """Forget the open input (the child stays up for the next one)."""
+        if not self.isolate:
+            if self._local is not None:
+                self._local.close()
+            self._local = None
+            return
+        if self._proc is not None and self._proc.poll() is None:
+            try:
+                self._deadline = time.monotonic() + 10
+                self._request({"cmd": "close"})
+            except MediaError:
+                pass  # the child is gone or stuck and has been killed: the next input restarts it
+
+    def shutdown(self) -> None:
+        """Stop the child process."""
+        if self._proc is not None:
+            if self._proc.poll() is None:
+                try:
+                    self._proc.stdin.close()
+                    self._proc.wait(timeout=5)
+                except (OSError, subprocess.TimeoutExpired):
+                    self._kill()
+            self._proc = None
+        if self._stderr is not None:
+            self._stderr.close()
+            self._stderr = None
+
+    def __enter__(self) -> "DecoderSandbox":
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.shutdown()
+
+    # ------------------------------------------------------------ child management
+
+    def _ensure_child(self) -> subprocess.Popen:
+        if self._proc is not None and self._proc.poll() is None:
+            if self._stderr is not None and os.fstat(self._stderr.fileno()).st_size > _STDERR_LIMIT:
+                self.shutdown()
+            else:
+                return self._proc
+        self._proc = None
+        if self._stderr is None:
+            self._stderr = tempfile.TemporaryFile(prefix="deepfake-scan-decoder-")
+        env = dict(os.environ)
+        env["PYTHONPATH"] = os.pathsep.join(p for p in sys.path if p)  # same modules as the worker
+        args = [sys.executable, "-m", "transforms.sandbox", str(self.memory_mb or 0)]
+        self._proc = subprocess.Popen(
+            args, stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=self._stderr, bufsize=0, env=env,
+            close_fds=True,
+        )
+        self.children_started += 1
+        return self._proc
+
+    def _kill(self) -> None:
+        if self._proc is None:
+            return
+        try:
+            self._proc.kill()
+        except OSError:
+            pass
+        try:
+            self._proc.wait(timeout=10)
+        except subprocess.TimeoutExpired:
+            logger.warning("decoder child %d did not exit after SIGKILL", self._proc.pid)
+        self._proc = None
+
+    def _stderr_tail(self) -> str:
+        if self._stderr is None:
+            return ""
+        try:
+            self._stderr.seek(0, os.SEEK_END)
+            size = self._stderr.tell()
+            self._stderr.seek(max(0, size - 2000))
+            lines = [l.strip() for l in self._stderr.read().decode("utf-8", "replace").splitlines() if l.strip()]
+            self._stderr.seek(0, os.SEEK_END)
+        except OSError:
+            return ""
+        return lines[-1][:200] if lines else ""
+
+    def _died(self) -> MediaError:
+        proc, self._proc = self._proc, None
+        code = None
+        if proc is not None:
+            try:
+                code = proc.wait(timeout=10)
+            except subprocess.TimeoutExpired:
+                proc.kill()
+        if code is not None and code < 0:
+            try:
+                how = f"crashed ({signal.Signals(-code).name})"
+            except ValueError:
+                how = f"crashed (signal {-code})"
+        else:
+            how = f"exited unexpectedly (code {code})"
+        tail = self._stderr_tail()
+        return MediaError(UNREADABLE, f"decoder {self._decoder_name} {how}" + (f"; last message: {tail}" if tail else ""))
+
+    def _timed_out(self) -> MediaError:
+        self._kill()
+        return MediaError(
+            TIMEOUT, f"decoder {self._decoder_name} did not finish within {self.timeout_s:g} s and was killed"
+        )
+
+    # ------------------------------------------------------------ messages
+
+    def _request(self, message: dict) -> dict:
+        proc = self._ensure_child()
+        payload = json.dumps(message).encode()
+        try:
+            proc.stdin.write(_HEADER.pack(len(payload)) + payload)
+        except (BrokenPipeError, OSError):
+            raise self._died() from None
+        header = bytearray(_HEADER.size)
+        self._read_into(memoryview(header))
+        (size,) = _HEADER.unpack(header)
+        if size > _MAX_MESSAGE:
+            self._kill()
+            raise MediaError(UNREADABLE, f"decoder {self._decoder_name} sent a malformed reply")
+        body = bytearray(size)
+        self._read_into(memoryview(body))
+        reply = json.loads(body)
+        if reply.get("error"):
+            raise MediaError(reply.get("status", UNREADABLE), reply["error"])
+        return reply
+
+    def _read_into(self, view: memoryview) -> None:
+        """Fill ``view`` from the child before the input's deadline, or raise."""
+        out = self._proc.stdout
+        got = 0
+        while got < len(view):
+            remaining = self._deadline - time.monotonic()
+            if remaining <= 0:
+                raise self._timed_out()
+            ready, _, _ = select.select([out], [], [], remaining)
+            if not ready:
+                raise self._timed_out()
+            n = out.readinto(view[got:])
+            if not n:
+                raise self._died()
+            got += n
+
+
+# ---------------------------------------------------------------- the child
+
+
+def _serve(inbox: BinaryIO, outbox: BinaryIO) -> None:
+    decoder = None
+    name = "decoder"
+
+    def send(message: dict, data: Optional[memoryview] = None) -> None:
+        payload = json.dumps(message).encode()
+        outbox.write(_HEADER.pack(len(payload)) + payload)
+        if data is not None:
+            outbox.write(data)
+        outbox.flush()
+
+    while True:
+        header = inbox.read(_HEADER.size)
+        if len(header) < _HEADER.size:
+            return  # the worker closed the pipe
+        (size,) = _HEADER.unpack(header)
+        request = json.loads(inbox.read(size))
+        cmd = request["cmd"]
+        try:
+            if cmd == "open":
+                if decoder is not None:
+                    decoder.close()
+                decoder = None
+                name = request["decoder"]
+                cls = decoder_class(name)
+                decoder = cls(request["path"], request["max_side"], request["max_pixels"])
+                send({"probe": decoder.probe.to_dict()})
+            elif cmd == "read":
+                clip = decoder.read(request["indices"])
+                frames = np.ascontiguousarray(clip.frames, dtype=np.uint8)
+                send(
+                    {"shape": list(frames.shape), "timestamps": clip.timestamps, "indices": clip.indices,
+                     "notes": clip.notes},
+                    memoryview(frames).cast("B"),
+                )
+            elif cmd == "close":
+                if decoder is not None:
+                    decoder.close()
+                decoder = None
+                send({})
+            else:
+                send({"error": f"unknown request {cmd!r}"})
+        except MediaError as e:
+            send({"error": str(e), "status": e.status})
+        except MemoryError:
+            send({"error": "the decoder ran out of memory (decode.memory_mb)", "status": UNREADABLE})
+        except Exception as e:  # any other decoder failure is a property of the file
+            send({"error": f"{name} failed: {type(e).__name__}: {first_line(e)}",
+                  "status": UNREADABLE})
+
+
+def _limit_memory(megabytes: int) -> None:
+    if megabytes <= 0:
+        return
+    try:
+        import resource
+
+        limit = megabytes << 20
+        resource.setrlimit(resource.RLIMIT_AS, (limit, limit))
+    except (ImportError, ValueError, OSError) as e:  # not every platform enforces RLIMIT_AS
+        logger.warning("decoder memory limit not applied: %s", e)
+
+
+def main(argv: Sequence[str]) -> None:
+    _limit_memory(int(argv[0]) if argv else 0)
+    # Replies go over the original stdout; anything native code prints goes to stderr instead.
+    outbox = os.fdopen(os.dup(1), "wb")
+    os.dup2(2, 1)
+    signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C reaches the worker, which stops us
+    _serve(sys.stdin.buffer, outbox)
+
+
+if __name__ == "__main__":
+    main(sys.argv[1:])
