@@ -100,6 +100,9 @@ class FaceDetector:
         else:
             small = frames
         min_size = max(_MTCNN_MIN_FACE, int(self.min_face_size * scale))
+        if min(small.shape[1:3]) < min_size:
+            # No face of the minimum size fits (MTCNN's image pyramid would be empty and fail).
+            return [FrameFaces.empty() for _ in frames]
         with torch.inference_mode():
             batch_boxes, batch_probs, batch_points = self._mtcnn(min_size).detect(small, landmarks=True)
         results = []

@@ -122,8 +122,11 @@ def train_frame_epoch(
     optimizer: torch.optim.Optimizer,
     device: torch.device,
     progress: Optional[Callable[[Iterable], Iterable]] = None,
+    after_step: Optional[Callable[[nn.Module], None]] = None,
 ) -> dict:
     """One epoch of the frame model; returns mean losses and training accuracy.
+
+    ``after_step(model)`` runs after every optimizer step (e.g. a weight average's update).
 
     With a manipulation head, its cross-entropy over the crops whose method is
     known is added to the loss (``manipulation`` in the result).
@@ -149,6 +152,8 @@ def train_frame_epoch(
         optimizer.zero_grad(set_to_none=True)
         losses["loss"].backward()
         optimizer.step()
+        if after_step is not None:
+            after_step(model)
         n = len(y)
         for key in totals:
             totals[key] += float(losses[key].detach()) * n
@@ -157,6 +162,17 @@ def train_frame_epoch(
         if hasattr(batches, "set_postfix"):
             batches.set_postfix(loss=f"{totals['loss'] / seen:.4f}")
     return {**{k: v / max(seen, 1) for k, v in totals.items()}, "accuracy": correct / max(seen, 1)}
+
+
+def weight_ema(model: nn.Module, decay: float) -> torch.optim.swa_utils.AveragedModel:
+    """An exponential moving average of ``model``'s weights and BatchNorm statistics.
+
+    Averaging the last few hundred steps smooths the epoch-to-epoch swings a
+    small training set causes; update it with ``ema.update_parameters(model)``.
+    """
+    from torch.optim.swa_utils import AveragedModel, get_ema_multi_avg_fn
+
+    return AveragedModel(model, multi_avg_fn=get_ema_multi_avg_fn(decay), use_buffers=True)
 
 
 @torch.inference_mode()

@@ -78,6 +78,13 @@ def _samples_parser(sub) -> argparse.ArgumentParser:
         "(manifest columns uri,label,manipulation,group,split)",
     )
     p.add_argument("--identities", type=int, default=100, help="with --training-set: LFW identities to use")
+    p.add_argument(
+        "--train-videos",
+        type=int,
+        default=2,
+        help="with --training-set: real/fake video pairs per training identity, each in a new scene "
+        "(validation and test identities get one)",
+    )
     return p
 
 
@@ -267,7 +274,9 @@ def _samples(args) -> int:
     from pipeline.trainset import generate_training_set
 
     if args.training_set:
-        items = generate_training_set(args.out_dir, seed=args.seed, identities=args.identities)
+        items = generate_training_set(
+            args.out_dir, seed=args.seed, identities=args.identities, train_videos=args.train_videos
+        )
     else:
         items = generate_samples(args.out_dir, seed=args.seed, small=args.small)
     print(f"{len(items)} samples written to {args.out_dir} (manifest: {args.out_dir}/manifest.csv)")

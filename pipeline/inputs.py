@@ -88,7 +88,15 @@ def _expand(spec: str, config: InputsConfig) -> Iterable[MediaInput]:
 
 
 def _walk(fs, root: str, config: InputsConfig) -> list[MediaInput]:
-    paths = sorted(p for p in fs.find(root) if media_type_of(p, config))
+    entries = fs.find(root, withdirs=True, detail=True)
+    paths = []
+    for path, entry in sorted(entries.items()):
+        if not media_type_of(path, config):
+            continue
+        if entry.get("type") == "directory":
+            logger.warning("skipping %r: a directory, though named like a media file", path)
+            continue
+        paths.append(path)
     return [_item(fs, p, config) for p in paths]
 
 

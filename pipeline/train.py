@@ -42,6 +42,7 @@ from models.training import (
     set_seed,
     train_frame_epoch,
     train_sequence_epoch,
+    weight_ema,
 )
 from pipeline.config import dump_config
 from transforms.parquet_sink import read_table
@@ -232,9 +233,13 @@ def _train_frames(config, model, tracks, preprocess, manipulations, device, log,
     optimizer = torch.optim.AdamW(model.parameters(), lr=stage.lr, weight_decay=stage.weight_decay)
     scheduler = torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, T_max=stage.epochs)
     early = EarlyStopping(stage.patience, mode="min")
+    ema = weight_ema(model, stage.ema_decay) if stage.ema_decay > 0 else None
+    evaluated = ema.module if ema is not None else model  # what is validated and kept
     best_state, start_epoch = None, 0
     if resume is not None:
         model.load_state_dict(resume["model"])
+        if ema is not None and resume.get("ema") is not None:
+            ema.load_state_dict(resume["ema"])
         optimizer.load_state_dict(resume["optimizer"])
         scheduler.load_state_dict(resume["scheduler"])
         early.load_state_dict(resume["early_stopping"])
@@ -251,18 +256,19 @@ def _train_frames(config, model, tracks, preprocess, manipulations, device, log,
         dataset.epoch = epoch
         loader = crop_loader(dataset, stage.batch_size, shuffle=True, workers=stage.workers, seed=config.seed + epoch)
         bar = functools.partial(tqdm, desc=f"frame epoch {epoch + 1}/{stage.epochs}", leave=False, unit="batch")
-        train = train_frame_epoch(model, loader, preprocess, loss_fn, optimizer, device, progress=bar)
+        train = train_frame_epoch(model, loader, preprocess, loss_fn, optimizer, device, progress=bar,
+                                  after_step=ema.update_parameters if ema is not None else None)
         scheduler.step()
-        logits, _ = predict_frames(model, (decode_crop(s.png) for s in val_samples), preprocess, device)
+        logits, _ = predict_frames(evaluated, (decode_crop(s.png) for s in val_samples), preprocess, device)
         val = binary_report(val_labels, _softmax_fake(logits, 1.0), 0.5)
         improved = early.step(val["log_loss"])
         if improved:
-            best_state = {k: v.detach().cpu().clone() for k, v in model.state_dict().items()}
+            best_state = {k: v.detach().cpu().clone() for k, v in evaluated.state_dict().items()}
         log.write({"stage": "frame", "epoch": epoch + 1, "lr": scheduler.get_last_lr()[0],
                    **{f"train_{k}": v for k, v in train.items()},
                    "val_auc": val["auc"], "val_log_loss": val["log_loss"], "val_accuracy": val["accuracy"],
                    "best": improved})
-        _save_state(f"{out}/state.pt", config, epoch, model, optimizer, scheduler, early, best_state)
+        _save_state(f"{out}/state.pt", config, epoch, model, optimizer, scheduler, early, best_state, ema)
     if best_state is not None:
         model.load_state_dict(best_state)
     return model
@@ -284,7 +290,7 @@ def _augment_kwargs(config: TrainConfig) -> dict:
                 downscale_range=tuple(a.downscale_range), sbi_p=a.sbi_p)
 
 
-def _save_state(path, config, epoch, model, optimizer, scheduler, early, best_state) -> None:
+def _save_state(path, config, epoch, model, optimizer, scheduler, early, best_state, ema=None) -> None:
     state = {
         "format": "deepfake-scan-training-state",
         "config": json.loads(json.dumps(dataclasses.asdict(config))),
@@ -294,6 +300,7 @@ def _save_state(path, config, epoch, model, optimizer, scheduler, early, best_st
         "scheduler": scheduler.state_dict(),
         "early_stopping": early.state_dict(),
         "best_model": best_state,
+        "ema": ema.state_dict() if ema is not None else None,
     }
     with fsspec.open(path + ".tmp", "wb") as f:
         torch.save(state, f)

@@ -73,6 +73,7 @@ class FrameStageConfig:
     label_smoothing: float = 0.0
     contrastive_weight: float = 0.0  # DeepFD pairwise loss on embeddings (0: off)
     contrastive_margin: float = 1.0
+    ema_decay: float = 0.0  # > 0: validate and keep an exponential moving average of the weights
     workers: int = 1
 
     def validate(self) -> None:
@@ -84,6 +85,8 @@ class FrameStageConfig:
         _fraction("frame.label_smoothing", self.label_smoothing)
         _non_negative("frame.contrastive_weight", self.contrastive_weight)
         _positive("frame.contrastive_margin", self.contrastive_margin)
+        if not 0 <= self.ema_decay < 1:
+            raise ConfigError(f"config key 'frame.ema_decay' must be in [0, 1), got {self.ema_decay}")
         _non_negative("frame.workers", self.workers)
 
 

@@ -54,16 +54,21 @@ def generate_training_set(
     *,
     seed: int = 0,
     identities: int = 100,
+    train_videos: int = 1,
     seconds: float = 2.0,
     val_fraction: float = 0.2,
     test_fraction: float = 0.25,
 ) -> list[TrainingItem]:
-    """Write ``2 x identities`` short H.264 videos and ``OUT_DIR/manifest.csv``.
+    """Write short H.264 videos, a real and a fake per identity, and ``OUT_DIR/manifest.csv``.
 
     The manifest has ``uri,label,manipulation,group,split`` columns (group is the
     identity). Fakes alternate between self-blending and a face swap with a donor
-    of the same split.
+    of the same split. Training identities get ``train_videos`` real/fake pairs,
+    each in a newly drawn scene with the other manipulation; validation and test
+    identities get one (and are drawn first, so they do not change with it).
     """
+    if train_videos < 1:
+        raise ValueError(f"train_videos must be at least 1, got {train_videos}")
     started = time.perf_counter()
     out_dir = os.path.abspath(out_dir)
     os.makedirs(out_dir, exist_ok=True)
@@ -79,30 +84,32 @@ def generate_training_set(
     index = 0
     for split, members in sorted(by_split.items()):
         for k, who in enumerate(members):
-            manipulation = SELF_BLEND if k % 2 == 0 else FACE_SWAP
-            donor = members[(k + 1) % len(members)] if manipulation == FACE_SWAP else ""
-            common = dict(
-                size=_SIZES[int(rng.integers(len(_SIZES)))],
-                who=who,
-                background=_BACKGROUNDS[int(rng.integers(len(_BACKGROUNDS)))],
-                face_height=float(rng.uniform(0.38, 0.5)),
-                fps=int(rng.choice([24, 25, 30])),
-                seconds=seconds,
-                crf=int(rng.integers(18, 29)),
-                preset="veryfast",
-            )
-            for label, spec in (
-                ("real", _Spec(f"{split}_{who}_real", **common)),
-                ("fake", _Spec(f"{split}_{who}_{manipulation}", manipulation=manipulation, donor=donor, **common)),
-            ):
-                try:
-                    sample = _make_item(spec, index, out_dir, seed, faces)
-                except (RuntimeError, ValueError) as e:  # a source face MTCNN cannot find, or framing
-                    logger.warning("skipping %s: %s", spec.name, e)
-                    continue
-                finally:
-                    index += 1
-                items.append(TrainingItem(sample.uri, label, spec.manipulation, who, split))
+            for rep in range(train_videos if split == "train" else 1):
+                manipulation = SELF_BLEND if (k + rep) % 2 == 0 else FACE_SWAP
+                donor = members[(k + 1 + rep) % len(members)] if manipulation == FACE_SWAP else ""
+                common = dict(
+                    size=_SIZES[int(rng.integers(len(_SIZES)))],
+                    who=who,
+                    background=_BACKGROUNDS[int(rng.integers(len(_BACKGROUNDS)))],
+                    face_height=float(rng.uniform(0.38, 0.5)),
+                    fps=int(rng.choice([24, 25, 30])),
+                    seconds=seconds,
+                    crf=int(rng.integers(18, 29)),
+                    preset="veryfast",
+                )
+                stem = f"{split}_{who}" + (f"_v{rep}" if rep else "")
+                for label, spec in (
+                    ("real", _Spec(f"{stem}_real", **common)),
+                    ("fake", _Spec(f"{stem}_{manipulation}", manipulation=manipulation, donor=donor, **common)),
+                ):
+                    try:
+                        sample = _make_item(spec, index, out_dir, seed, faces)
+                    except (RuntimeError, ValueError) as e:  # a source face MTCNN cannot find, or framing
+                        logger.warning("skipping %s: %s", spec.name, e)
+                        continue
+                    finally:
+                        index += 1
+                    items.append(TrainingItem(sample.uri, label, spec.manipulation, who, split))
         logger.info("%s: %d videos", split, sum(i.split == split for i in items))
     with open(os.path.join(out_dir, "manifest.csv"), "w", newline="", encoding="utf-8") as f:
         writer = csv.writer(f, lineterminator="\n")

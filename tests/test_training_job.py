@@ -81,7 +81,7 @@ def _tiny_config(faces_dir, out, **overrides) -> TrainConfig:
 
 
 def test_train_writes_a_scan_checkpoint_and_resumes(faces_dir, tmp_path):
-    path = run_train(_tiny_config(faces_dir, tmp_path))
+    path = run_train(_tiny_config(faces_dir, tmp_path, **{"frame.ema_decay": 0.9}))
     loaded = load_checkpoint(path)
     card = loaded.card
     assert card.input_size == 64 and card.aggregator == "bilstm" and loaded.sequence_model is not None
@@ -94,7 +94,10 @@ def test_train_writes_a_scan_checkpoint_and_resumes(faces_dir, tmp_path):
     assert any(l["stage"] == "sequence" for l in lines) and lines[-1]["stage"] == "calibration"
     assert (tmp_path / "config.yaml").exists() and (tmp_path / "state.pt").exists()
     # resume: one more frame epoch, continuing where the state file left off
-    run_train(_tiny_config(faces_dir, tmp_path, **{"frame.epochs": 2, "resume": tmp_path / "state.pt"}))
+    state = torch.load(tmp_path / "state.pt", weights_only=True)
+    assert int(state["ema"]["n_averaged"]) > 0  # the weight average travels with the state
+    run_train(_tiny_config(faces_dir, tmp_path, **{"frame.epochs": 2, "frame.ema_decay": 0.9,
+                                                   "resume": tmp_path / "state.pt"}))
     lines = [json.loads(l) for l in (tmp_path / "metrics.jsonl").read_text().splitlines()]
     assert [l["epoch"] for l in lines if l["stage"] == "frame"] == [1, 2]
 
@@ -120,6 +123,24 @@ def test_one_epoch_lowers_the_training_loss(faces_dir):
     optimizer = torch.optim.Adam(model.parameters(), lr=3e-4)
     train_frame_epoch(model, loader, preprocess, loss_fn, optimizer, torch.device("cpu"))
     assert mean_loss() < before
+
+
+def test_weight_ema_averages_the_steps():
+    from models.training import weight_ema
+
+    model = torch.nn.Linear(1, 1, bias=False)
+    torch.nn.init.zeros_(model.weight)
+    ema = weight_ema(model, decay=0.5)
+    for value in (1.0, 1.0):
+        with torch.no_grad():
+            model.weight.fill_(value)
+        ema.update_parameters(model)
+    # the first update copies the weights, later ones move halfway: 0 -> 1 -> 1
+    assert float(ema.module.weight) == pytest.approx(1.0)
+    with torch.no_grad():
+        model.weight.fill_(3.0)
+    ema.update_parameters(model)
+    assert float(ema.module.weight) == pytest.approx(2.0)
 
 
 def test_early_stopping():

@@ -131,7 +131,7 @@ def _container_facts(path: str) -> _Container:
     except MediaError:
         raise
     except Exception as e:
-        raise MediaError(UNREADABLE, f"FFmpeg cannot open the file: {first_line(e)}") from None
+        raise MediaError(UNREADABLE, f"cannot open the file: {first_line(e)}") from None
 
 
 class DecordDecoder:
@@ -150,12 +150,14 @@ class DecordDecoder:
                 raise
         if facts is not None:
             _check_pixels(facts.width, facts.height, max_pixels)
-        width, height = (facts.width, facts.height) if facts else (-1, -1)
-        size = fit_size(width, height, max_side) if facts else (-1, -1)
+        # decord applies the display rotation itself; its target size is in display orientation.
+        quarter = facts is not None and (facts.rotation // 90) % 2 == 1
+        display = (facts.height, facts.width) if quarter else (facts.width, facts.height) if facts else None
+        size = fit_size(*display, max_side) if display else (-1, -1)
         try:
             self._reader = decord.VideoReader(path, ctx=decord.cpu(0), width=size[0], height=size[1], num_threads=1)
         except Exception as e:  # decord raises DECORDError and RuntimeError
-            raise MediaError(UNREADABLE, f"decord cannot open the video: {first_line(e)}") from None
+            raise MediaError(UNREADABLE, f"cannot open the video: {first_line(e)}") from None
         num_frames = len(self._reader)
         if num_frames == 0:
             raise MediaError(UNREADABLE, "the video has no frames")
@@ -164,21 +166,19 @@ class DecordDecoder:
             shape = self._reader[0].shape
             facts = _Container(None, int(shape[1]), int(shape[0]), 0, None, fps, 0.0)
             _check_pixels(facts.width, facts.height, max_pixels)
-        self._rotation = facts.rotation
-        dec_w, dec_h = size if size[0] > 0 else (facts.width, facts.height)
-        quarter = (facts.rotation // 90) % 2 == 1
+            display = size = (facts.width, facts.height)
         notes = []
         if facts.frames and facts.frames != num_frames:
             notes.append(f"the container header claims {facts.frames} frames, its index holds {num_frames}")
         self.probe = Probe(
             num_frames=num_frames,
             fps=fps,
-            width=facts.height if quarter else facts.width,
-            height=facts.width if quarter else facts.height,
+            width=display[0],
+            height=display[1],
             duration_s=num_frames / fps if fps > 0 else facts.duration_s,
             codec=facts.codec,
-            decoded_width=dec_h if quarter else dec_w,
-            decoded_height=dec_w if quarter else dec_h,
+            decoded_width=size[0],
+            decoded_height=size[1],
             rotation=facts.rotation,
             container_frames=facts.frames,
             notes=notes,
@@ -195,8 +195,8 @@ class DecordDecoder:
             frames = self._reader.get_batch(wanted).asnumpy()
             stamps = self._reader.get_frame_timestamp(wanted)[:, 0].astype(np.float64)
         except Exception as e:
-            raise MediaError(UNREADABLE, f"decord failed to decode frames: {first_line(e)}") from None
-        return Clip(rotate(frames, self._rotation), [float(t) for t in stamps], wanted, notes)
+            raise MediaError(UNREADABLE, f"failed to decode frames: {first_line(e)}") from None
+        return Clip(frames, [float(t) for t in stamps], wanted, notes)
 
     def close(self) -> None:
         self._reader = None
@@ -216,7 +216,7 @@ class PyAVDecoder:
         try:
             self._container = av.open(path)
         except Exception as e:
-            raise MediaError(UNREADABLE, f"FFmpeg cannot open the file: {first_line(e)}") from None
+            raise MediaError(UNREADABLE, f"cannot open the file: {first_line(e)}") from None
         self._stream = self._container.streams.video[0]
         self._stream.thread_type = "AUTO"
         self._size = fit_size(facts.width, facts.height, max_side)
@@ -281,10 +281,10 @@ class PyAVDecoder:
         except Exception as e:  # a damaged packet mid-stream: keep what decoded
             self._frames = None
             if not frames:
-                raise MediaError(UNREADABLE, f"FFmpeg failed to decode frames: {first_line(e)}") from None
+                raise MediaError(UNREADABLE, f"failed to decode frames: {first_line(e)}") from None
             notes.append(f"decoding stopped early: {first_line(e)}")
         if not frames:
-            raise MediaError(UNREADABLE, "FFmpeg decoded none of the requested frames")
+            raise MediaError(UNREADABLE, "decoded none of the requested frames")
         if todo:
             notes.append(
                 f"{len(todo)} of {len(wanted)} requested frame(s) could not be decoded "

@@ -11,6 +11,7 @@ import contextlib
 import hashlib
 import logging
 import os
+import re
 import tempfile
 from typing import Iterator, Optional
 
@@ -105,8 +106,12 @@ def sample_clips(
     return [list(range(s, s + clip_len)) for s in starts]
 
 
+# decord prefixes its messages with a time and its build's source path: "[05:38:27] /github/.../x.cc:61: "
+_NATIVE_PREFIX = re.compile(r"\[\d\d:\d\d:\d\d\] \S+?:\d+: ")
+
+
 def first_line(error: BaseException, limit: int = 300) -> str:
     """A one-line, bounded description of an exception for a verdict's error column."""
-    text = str(error).strip().splitlines()
+    text = _NATIVE_PREFIX.sub("", str(error)).strip().splitlines()
     line = text[0].strip() if text else type(error).__name__
     return line if len(line) <= limit else line[: limit - 3] + "..."

@@ -57,14 +57,12 @@ class DecoderSandbox:
         self._proc: Optional[subprocess.Popen] = None
         self._stderr: Optional[BinaryIO] = None
         self._deadline = 0.0
-        self._decoder_name = ""
         self._local = None  # the in-process decoder when isolate=False
         self.children_started = 0
 
     # ------------------------------------------------------------ public
 
     def open(self, decoder: str, path: str, max_side: int, max_pixels: int) -> Probe:
-        self._decoder_name = decoder
         self._deadline = time.monotonic() + self.timeout_s
         if not self.isolate:
             self._local = decoder_class(decoder)(path, max_side, max_pixels)
@@ -179,12 +177,12 @@ class DecoderSandbox:
         else:
             how = f"exited unexpectedly (code {code})"
         tail = self._stderr_tail()
-        return MediaError(UNREADABLE, f"decoder {self._decoder_name} {how}" + (f"; last message: {tail}" if tail else ""))
+        return MediaError(UNREADABLE, f"the decoder {how}" + (f"; its last message: {tail}" if tail else ""))
 
     def _timed_out(self) -> MediaError:
         self._kill()
         return MediaError(
-            TIMEOUT, f"decoder {self._decoder_name} did not finish within {self.timeout_s:g} s and was killed"
+            TIMEOUT, f"the decoder did not finish within {self.timeout_s:g} s and was killed"
         )
 
     # ------------------------------------------------------------ messages
@@ -201,7 +199,7 @@ class DecoderSandbox:
         (size,) = _HEADER.unpack(header)
         if size > _MAX_MESSAGE:
             self._kill()
-            raise MediaError(UNREADABLE, f"decoder {self._decoder_name} sent a malformed reply")
+            raise MediaError(UNREADABLE, "the decoder sent a malformed reply")
         body = bytearray(size)
         self._read_into(memoryview(body))
         reply = json.loads(body)
