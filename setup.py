@@ -33,6 +33,6 @@ setup(
     packages=["pipeline", "transforms", "models"],
     package_data={"models": ["weights/*.pt"]},
     install_requires=INSTALL_REQUIRES,
-    extras_require={"test": ["pytest>=8", "pytest-timeout>=2.3"]},
+    extras_require={"test": ["pytest>=8", "pytest-timeout>=2.3", "gcp-storage-emulator>=2024.8"]},
     entry_points={"console_scripts": ["deepfake-scan=pipeline.cli:main"]},
 )

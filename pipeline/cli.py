@@ -48,7 +48,19 @@ def _scan_parser(sub) -> argparse.ArgumentParser:
         help="file, directory (searched recursively), glob, fsspec URL (gs://, memory://, ...) "
         "or manifest (.csv, .jsonl, .parquet with a 'uri' column)",
     )
-    p.add_argument("--output", required=True, metavar="OUT_DIR", help="output folder (local or fsspec URL)")
+    where = p.add_mutually_exclusive_group(required=True)
+    where.add_argument("--output", metavar="OUT_DIR", help="output folder (local or fsspec URL)")
+    where.add_argument(
+        "--output-root",
+        metavar="ROOT",
+        help="for scheduled scans: write to ROOT/scan_date=YYYY-MM-DD/scan_id=ID/ instead",
+    )
+    p.add_argument(
+        "--skip-scanned",
+        action="store_true",
+        help="with --output-root: skip inputs whose bytes an earlier scan under ROOT judged with the same "
+        "checkpoint (their rows say 'skipped' and carry the earlier verdict)",
+    )
     _add_scan_config_args(p)
     p.add_argument(
         "--checkpoint",
@@ -222,7 +234,9 @@ def _scan(args, beam_args: list[str], test_pipeline) -> int:
     if args.checkpoint:
         overrides.append(f"model.checkpoint={args.checkpoint}")
     config = load_config(ScanConfig, args.config, overrides)
-    plan = prepare_scan(args.inputs, args.output, config)
+    plan = prepare_scan(
+        args.inputs, args.output, config, output_root=args.output_root, skip_scanned=args.skip_scanned
+    )
     logger.info("scan %s: %d inputs -> %s", plan.run.scan_id, len(plan.inputs), plan.verdicts_dir)
     run_scan(plan, pipeline_options(beam_args), test_pipeline=test_pipeline)
     if not args.quiet:

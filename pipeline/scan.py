@@ -13,14 +13,15 @@ import json
 import logging
 import os
 import uuid
-from dataclasses import dataclass
-from typing import Optional, Sequence
+from dataclasses import dataclass, field
+from typing import Mapping, Optional, Sequence
 
 import apache_beam as beam
 import fsspec
 
 from models.checkpoint import CheckpointError, load_checkpoint
 from pipeline.config import ScanConfig, dump_config
+from pipeline.history import previous_verdicts, scan_dir
 from pipeline.inputs import list_inputs
 from pipeline.options import pipeline_options
 from transforms.aggregate import AggregateVerdicts
@@ -65,6 +66,7 @@ class ScanPlan:
     config: ScanConfig
     checkpoint: str
     run: RunInfo
+    previous: Mapping[str, dict] = field(default_factory=dict)  # --skip-scanned: sha256 -> earlier verdict
 
     @property
     def verdicts_dir(self) -> str:
@@ -76,23 +78,50 @@ class ScanPlan:
         return f"{self.output_dir.rstrip('/')}/_staging-{self.run.scan_id}"
 
 
-def prepare_scan(specs: Sequence[str], output_dir: str, config: ScanConfig) -> ScanPlan:
+def prepare_scan(
+    specs: Sequence[str],
+    output_dir: Optional[str],
+    config: ScanConfig,
+    *,
+    output_root: Optional[str] = None,
+    skip_scanned: bool = False,
+) -> ScanPlan:
     """List inputs, load the checkpoint once, and prepare the output folder.
 
+    With ``output_root`` instead of ``output_dir`` the scan goes to
+    ``ROOT/scan_date=.../scan_id=.../``, and ``skip_scanned`` skips inputs whose
+    bytes an earlier scan under ``ROOT`` judged with the same checkpoint.
     Raises ``InputError``, ``CheckpointError`` or ``OutputError`` with a one-line message.
     """
-    return plan_scan(list_inputs(specs, config.inputs), output_dir, config)
+    if (output_dir is None) == (output_root is None):
+        raise OutputError("give exactly one of --output and --output-root")
+    if skip_scanned and output_root is None:
+        raise OutputError("--skip-scanned needs --output-root (the scans to compare with live there)")
+    return plan_scan(list_inputs(specs, config.inputs), output_dir, config, output_root=output_root,
+                     skip_scanned=skip_scanned)
 
 
-def plan_scan(inputs: Sequence[MediaInput], output_dir: str, config: ScanConfig) -> ScanPlan:
+def plan_scan(
+    inputs: Sequence[MediaInput],
+    output_dir: Optional[str],
+    config: ScanConfig,
+    *,
+    output_root: Optional[str] = None,
+    skip_scanned: bool = False,
+) -> ScanPlan:
     """``prepare_scan`` for inputs already listed (e.g. by a dataset adapter)."""
+    now = dt.datetime.now(dt.timezone.utc)
+    scan_id = new_scan_id(now)
+    if output_root is not None:
+        output_dir = scan_dir(output_root, scan_id, now)
+    _check_output(output_dir)
     checkpoint = config.model.checkpoint or default_checkpoint()
     loaded = load_checkpoint(checkpoint)
     threshold = config.aggregate.threshold
     if threshold is None:
         threshold = float(loaded.card.threshold)
     run = RunInfo(
-        scan_id=new_scan_id(),
+        scan_id=scan_id,
         model_name=loaded.card.name,
         checkpoint_sha256=loaded.sha256,
         package_version=package_version(),
@@ -103,18 +132,39 @@ def plan_scan(inputs: Sequence[MediaInput], output_dir: str, config: ScanConfig)
             "scanning with UNTRAINED weights: scores are meaningless until a trained checkpoint is "
             "given with --checkpoint (see README)"
         )
-    plan = ScanPlan(tuple(inputs), output_dir, config, checkpoint, run)
-    _prepare_output(plan)
+    previous = {}
+    if output_root is not None and skip_scanned:
+        try:
+            previous = previous_verdicts(output_root, loaded.sha256)
+        except (OSError, ValueError) as e:
+            raise OutputError(f"cannot read earlier scans under '{output_root}': {type(e).__name__}: {e}") from None
+    plan = ScanPlan(tuple(inputs), output_dir, config, checkpoint, run, previous)
+    try:
+        dump_config(plan.config, output_dir.rstrip("/") + "/config.yaml")
+    except (OSError, ValueError) as e:
+        raise OutputError(f"cannot write to output '{output_dir}': {type(e).__name__}: {e}") from None
     return plan
 
 
-def _prepare_output(plan: ScanPlan) -> None:
+_OBJECT_STORES = ("gs", "gcs", "s3", "s3a", "az", "abfs")
+
+
+def _check_output(where: str) -> None:
+    """Fail in one line, before any work, when ``where`` cannot be written."""
     try:
-        fs, root = fsspec.core.url_to_fs(plan.output_dir)
-        fs.makedirs(root, exist_ok=True)
-        dump_config(plan.config, plan.output_dir.rstrip("/") + "/config.yaml")
+        fs, root = fsspec.core.url_to_fs(where)
+        protocol = fsspec.core.split_protocol(where)[0]
+        if protocol in _OBJECT_STORES:
+            # makedirs would create a missing bucket (gcsfs does): a typo must fail, not make buckets.
+            bucket = root.split("/", 1)[0]
+            if not fs.exists(bucket):
+                raise OutputError(f"cannot write to output '{where}': bucket '{bucket}' does not exist")
+        else:
+            fs.makedirs(root, exist_ok=True)
+    except OutputError:
+        raise
     except (OSError, ValueError) as e:
-        raise OutputError(f"cannot write to output '{plan.output_dir}': {type(e).__name__}: {e}") from None
+        raise OutputError(f"cannot write to output '{where}': {type(e).__name__}: {e}") from None
 
 
 def build_scan_pipeline(pipeline: beam.Pipeline, plan: ScanPlan) -> beam.PCollection:
@@ -126,10 +176,13 @@ def build_scan_pipeline(pipeline: beam.Pipeline, plan: ScanPlan) -> beam.PCollec
         batch_size=config.model.batch_size,
         model_copies=config.model.model_copies,
     )
+    previous = None
+    if plan.previous:
+        previous = pipeline | "PreviousVerdicts" >> beam.Create(sorted(plan.previous.items()))
     rows = (
         pipeline
         | "ListedInputs" >> beam.Create(list(plan.inputs))
-        | "ExtractFaces" >> ExtractFaces(config)
+        | "ExtractFaces" >> ExtractFaces(config, previous)
         | "ScoreFaces" >> ScoreFaces(handler)
         | "AggregateVerdicts" >> AggregateVerdicts(plan.checkpoint, config.aggregate.strategy, plan.run)
     )
@@ -144,8 +197,21 @@ def run_scan(plan: ScanPlan, options=None, test_pipeline: Optional[beam.Pipeline
     build_scan_pipeline(pipeline, plan)
     result = pipeline.run()
     result.wait_until_finish()
+    _remove_stale_staging(plan)
     _write_run_record(plan, started)
     return result
+
+
+def _remove_stale_staging(plan: ScanPlan) -> None:
+    """Staging folders of killed earlier runs into the same output (their rows were never published).
+
+    Two scans writing into one output folder at once are not supported: the later
+    publish replaces the earlier one's table, and this clean-up removes its staging.
+    """
+    fs, root = fsspec.core.url_to_fs(plan.output_dir)
+    for path in fs.glob(f"{root.rstrip('/')}/_staging-*"):
+        logger.info("removing %s, left by an earlier run that did not finish", path)
+        fs.rm(path, recursive=True)
 
 
 def _write_run_record(plan: ScanPlan, started: dt.datetime) -> None:
@@ -154,6 +220,8 @@ def _write_run_record(plan: ScanPlan, started: dt.datetime) -> None:
         "started_at": started.isoformat(),
         "finished_at": dt.datetime.now(dt.timezone.utc).isoformat(),
         "inputs": len(plan.inputs),
+        "output_dir": plan.output_dir,
+        "known_from_earlier_scans": len(plan.previous),
         "checkpoint": plan.checkpoint,
         "checkpoint_sha256": plan.run.checkpoint_sha256,
         "model_name": plan.run.model_name,

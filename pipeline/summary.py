@@ -1,9 +1,19 @@
 """A short, human-readable summary of a verdict table."""
 from __future__ import annotations
 
+import unicodedata
 from collections import Counter
 
 from transforms.parquet_sink import read_table
+
+NOT_JUDGED_OK = ("ok", "no_face", "skipped")
+
+
+def printable(text: object) -> str:
+    """``text`` with control characters escaped: file names are data, never terminal commands."""
+    return "".join(
+        c if unicodedata.category(c) != "Cc" else c.encode("unicode_escape").decode() for c in str(text)
+    )
 
 
 def summarize(verdicts_dir: str, top: int = 5) -> str:
@@ -20,12 +30,12 @@ def summarize(verdicts_dir: str, top: int = 5) -> str:
         lines.append("  most suspicious:")
         for r in scored[:top]:
             lines.append(f"    {r['score']:.3f}  {r['label']:<4}  tracks={r['num_tracks']}  {r['uri']!r}")
-    failed = [r for r in rows if r["status"] not in ("ok", "no_face")]
+    failed = [r for r in rows if r["status"] not in NOT_JUDGED_OK]
     if failed:
         lines.append("  not judged:")
         for r in failed[:top]:
-            lines.append(f"    {r['status']:<11} {r['uri']!r}: {r['error']}")
+            lines.append(f"    {r['status']:<11} {r['uri']!r}: {printable(r['error'])}")
         if len(failed) > top:
             lines.append(f"    ... and {len(failed) - top} more")
-    lines.append(f"  verdicts: {verdicts_dir}")
+    lines.append(f"  verdicts: {printable(verdicts_dir)}")
     return "\n".join(lines)

@@ -25,6 +25,7 @@ from typing import Optional, Sequence
 import numpy as np
 
 FPS = 25
+os.environ.setdefault("SVT_LOG", "1")  # SVT-AV1 prints its whole configuration at info level
 
 
 @dataclass(frozen=True)

@@ -49,7 +49,9 @@ def scanned(scan_folder, tmp_path_factory):
 
 def test_verdicts_folder_holds_only_parquet_with_the_documented_schema(scanned):
     out, table, _ = scanned
-    assert all(name.endswith(".parquet") for name in os.listdir(out / "verdicts"))
+    names = os.listdir(out / "verdicts")
+    assert "_SUCCESS" in names  # written last, once every part is in place
+    assert all(name.endswith(".parquet") for name in names if name != "_SUCCESS")
     assert table.schema.equals(VERDICT_SCHEMA, check_metadata=False)
     assert (out / "config.yaml").exists()
 
@@ -145,6 +147,10 @@ def test_rerun_replaces_rows(sample_archive, tmp_path):
         (["scan", "{still}", "--output", "{tmp}/o", "--set", "faces.crop_sise=1"], "unknown config key"),
         (["scan", "{still}", "--output", "{tmp}/o", "--config", "{tmp}/none.yaml"], "config file not found"),
         (["scan", "{still}", "--output", "{tmp}/o", "--checkpoint", "{tmp}/none.pt"], "checkpoint not found"),
+        (["scan", "{still}", "--output", "{tmp}/o", "--set", "faces.crop_size=big"], "must be an integer"),
+        (["scan", "{still}", "--output", "{tmp}/o", "--set", "decode.decoders=[ffmpeg]"], "unknown decoder"),
+        (["scan", "{still}", "--output", "{still}/o"], "cannot write to output"),
+        (["scan", "{still}", "--output", "{tmp}/o", "--skip-scanned"], "--skip-scanned needs --output-root"),
     ],
 )
 def test_cli_errors_are_one_line_and_exit_2(args, message, sample_archive, tmp_path, capsys):

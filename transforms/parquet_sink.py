@@ -4,12 +4,15 @@ Beam's own ``WriteToParquet`` only reaches Beam's filesystems (no ``memory://``,
 and ``gs://`` only with the gcp extra); this sink reaches anything fsspec does.
 Each bundle writes one shard to a staging folder; a single final step replaces
 the table folder's contents with the shards of bundles that committed, so a
-retried bundle never duplicates rows and a failed run leaves the old table.
+retried bundle never duplicates rows, and writes ``_SUCCESS`` last: a table
+folder without it is incomplete (being replaced, or left by a killed run), and
+``read_table`` refuses it.
 """
 from __future__ import annotations
 
 import logging
 import uuid
+from typing import Optional
 
 import apache_beam as beam
 import fsspec
@@ -52,10 +55,24 @@ class _WriteShardsFn(beam.DoFn):
         return path
 
 
-def read_table(table_dir: str) -> pa.Table:
-    """Every Parquet file of a table folder written by ``WriteParquetTable`` (any fsspec URL)."""
+SUCCESS = "_SUCCESS"
+
+
+class IncompleteTableError(FileNotFoundError):
+    """A table folder without its ``_SUCCESS`` marker: not (or not yet) a complete table."""
+
+
+def is_complete(table_dir: str) -> bool:
     fs, path = fsspec.core.url_to_fs(table_dir)
-    return pq.read_table(path, filesystem=fs)
+    return fs.exists(f"{path.rstrip('/')}/{SUCCESS}")
+
+
+def read_table(table_dir: str, columns: Optional[list[str]] = None) -> pa.Table:
+    """Every Parquet file of a complete table folder written by ``WriteParquetTable`` (any fsspec URL)."""
+    if not is_complete(table_dir):
+        raise IncompleteTableError(f"{table_dir} holds no complete table (no {SUCCESS} marker)")
+    fs, path = fsspec.core.url_to_fs(table_dir)
+    return pq.read_table(path, filesystem=fs, columns=columns)
 
 
 def write_table(table: pa.Table, path: str) -> None:
@@ -64,13 +81,18 @@ def write_table(table: pa.Table, path: str) -> None:
 
 
 def publish_shards(shards: list[str], staging_dir: str, table_dir: str, schema: pa.Schema) -> list[str]:
-    """Replace the contents of ``table_dir`` with the staged shards.
+    """Replace the contents of ``table_dir`` with the staged shards, then mark it complete.
 
     Earlier files in the folder are removed only now, once the new ones exist,
-    so a failed rerun leaves the previous run's table in place.
+    so a failed rerun leaves the previous run's table in place; the old
+    ``_SUCCESS`` goes first and the new one comes last, so no reader takes a
+    half-replaced folder for a table.
     """
     fs, table = fsspec.core.url_to_fs(table_dir)
     _, staging = fsspec.core.url_to_fs(staging_dir)
+    marker = f"{table.rstrip('/')}/{SUCCESS}"
+    if fs.exists(marker):
+        fs.rm(marker)
     if fs.exists(table):
         fs.rm(table, recursive=True)
     fs.makedirs(table, exist_ok=True)
@@ -81,10 +103,13 @@ def publish_shards(shards: list[str], staging_dir: str, table_dir: str, schema: 
         published.append(empty)
     for i, shard in enumerate(sorted(shards)):
         target = f"{table.rstrip('/')}/part-{i:05d}.parquet"
-        fs.mv(fsspec.core.url_to_fs(shard)[1], target)
+        # copy, not mv: gcsfs's mv tries GCS's moveTo first, which not every GCS-compatible
+        # server has (it retries for half a minute before copying); the staging folder goes below.
+        fs.copy(fsspec.core.url_to_fs(shard)[1], target)
         published.append(target)
     if fs.exists(staging):
         fs.rm(staging, recursive=True)
+    fs.pipe_file(marker, b"")
     logger.info("published %d Parquet file(s) to %s", len(published), table_dir)
     return published
 
