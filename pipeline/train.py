@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import dataclasses
 import functools
+import itertools
 import json
 import logging
 import time
@@ -38,6 +39,7 @@ from models.training import (
     crop_loader,
     predict_frames,
     predict_sequences,
+    recalibrate_batchnorm,
     set_batchnorm_momentum,
     set_seed,
     train_frame_epoch,
@@ -259,6 +261,8 @@ def _train_frames(config, model, tracks, preprocess, manipulations, device, log,
         train = train_frame_epoch(model, loader, preprocess, loss_fn, optimizer, device, progress=bar,
                                   after_step=ema.update_parameters if ema is not None else None)
         scheduler.step()
+        if ema is not None:
+            _recalibrate(ema.module, dataset.samples, preprocess, device, stage.batch_size, config.seed + epoch)
         logits, _ = predict_frames(evaluated, (decode_crop(s.png) for s in val_samples), preprocess, device)
         val = binary_report(val_labels, _softmax_fake(logits, 1.0), 0.5)
         improved = early.step(val["log_loss"])
@@ -272,6 +276,14 @@ def _train_frames(config, model, tracks, preprocess, manipulations, device, log,
     if best_state is not None:
         model.load_state_dict(best_state)
     return model
+
+
+def _recalibrate(model, samples, preprocess, device, batch_size: int, seed: int, batches: int = 16) -> None:
+    """BatchNorm statistics of the weight average, from un-augmented training crops."""
+    loader = crop_loader(CropDataset(samples), batch_size, shuffle=True, workers=0, seed=seed)
+    recalibrate_batchnorm(
+        model, (preprocess(crops).to(device) for crops, _, _ in itertools.islice(loader, batches))
+    )
 
 
 def extraction_margin(faces_dir: str) -> float:

@@ -143,6 +143,20 @@ def test_weight_ema_averages_the_steps():
     assert float(ema.module.weight) == pytest.approx(2.0)
 
 
+def test_recalibrated_batchnorm_matches_the_data():
+    from models.training import recalibrate_batchnorm
+
+    torch.manual_seed(0)
+    model = torch.nn.Sequential(torch.nn.Conv2d(3, 4, 1), torch.nn.BatchNorm2d(4, momentum=0.01))
+    batches = [torch.randn(8, 3, 5, 5) * 3 + 2 for _ in range(4)]
+    recalibrate_batchnorm(model, batches)
+    features = torch.cat([model[0](b) for b in batches]).detach()
+    bn = model[1]
+    assert torch.allclose(bn.running_mean, features.mean(dim=(0, 2, 3)), atol=1e-4)
+    assert bn.momentum == 0.01 and model.training  # settings restored
+    assert torch.allclose(bn.running_var, features.var(dim=(0, 2, 3)), rtol=0.05)
+
+
 def test_early_stopping():
     stop = EarlyStopping(patience=2, mode="min")
     assert [stop.step(v) for v in (1.0, 0.8, 0.9, 0.85)] == [True, True, False, False]
