@@ -33,6 +33,13 @@ setup(
     packages=["pipeline", "transforms", "models"],
     package_data={"models": ["weights/*.pt"]},
     install_requires=INSTALL_REQUIRES,
-    extras_require={"test": ["pytest>=8", "pytest-timeout>=2.3", "gcp-storage-emulator>=2024.8"]},
+    extras_require={
+        "test": [
+            "pytest>=8",
+            "pytest-timeout>=2.3",
+            "gcp-storage-emulator>=2024.8",  # GCS JSON API on loopback
+            "apache-beam[gcp]>=2.77.0,<2.78",  # DataflowRunner, for the --dry_run translation test
+        ],
+    },
     entry_points={"console_scripts": ["deepfake-scan=pipeline.cli:main"]},
 )

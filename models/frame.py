@@ -7,7 +7,7 @@ dict holds only the weights this model uses.
 from __future__ import annotations
 
 import logging
-from typing import Callable
+from typing import Callable, Iterable
 
 import torch
 from efficientnet_pytorch import EfficientNet
@@ -99,15 +99,17 @@ class FrameModel(nn.Module):
 
 
 @torch.no_grad()
-def calibrate_batchnorm(model: nn.Module, images: torch.Tensor) -> nn.Module:
-    """Set every BatchNorm's running statistics to those of one forward pass over ``images``.
+def calibrate_batchnorm(model: nn.Module, images: torch.Tensor | Iterable[torch.Tensor]) -> nn.Module:
+    """Set every BatchNorm's running statistics to those of ``images`` (one batch, or several).
 
     A freshly initialised EfficientNet keeps the default statistics (mean 0,
     variance 1), which do not match its activations: in eval mode the signal
     then shrinks block after block until the outputs no longer depend on the
     input. Untrained smoke-test weights are calibrated with this; trained
-    weights never need it. Use images at the size the model will see:
-    statistics taken at another size do not carry over.
+    weights never need it; a weight average (EMA) does, since the statistics of
+    the moving weights do not fit the averaged ones. Use images at the size the
+    model will see: statistics taken at another size do not carry over. Several
+    batches are averaged with equal weight.
 
     Returns:
         ``model``, in the train/eval mode it had before.
@@ -120,7 +122,8 @@ def calibrate_batchnorm(model: nn.Module, images: torch.Tensor) -> nn.Module:
             m.reset_running_stats()
             m.momentum = None  # cumulative average: one pass sets the statistics outright
         model.train()
-        model(images)
+        for batch in [images] if isinstance(images, torch.Tensor) else images:
+            model(batch)
     finally:
         for m, momentum in zip(norms, momenta):
             m.momentum = momentum

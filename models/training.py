@@ -169,35 +169,13 @@ def weight_ema(model: nn.Module, decay: float) -> torch.optim.swa_utils.Averaged
 
     Averaging the last few hundred steps smooths the epoch-to-epoch swings a
     small training set causes; update it with ``ema.update_parameters(model)``.
-    Its BatchNorm statistics must be recomputed (``recalibrate_batchnorm``)
+    Its BatchNorm statistics must be recomputed (``models.frame.calibrate_batchnorm``)
     before it is evaluated: the statistics of the moving weights do not fit the
     averaged ones (early in a run from scratch, eval outputs collapse to a constant).
     """
     from torch.optim.swa_utils import AveragedModel, get_ema_multi_avg_fn
 
     return AveragedModel(model, multi_avg_fn=get_ema_multi_avg_fn(decay), use_buffers=False)
-
-
-@torch.no_grad()
-def recalibrate_batchnorm(model: nn.Module, inputs: Iterable[torch.Tensor]) -> None:
-    """Recompute ``model``'s BatchNorm running statistics as plain averages over ``inputs``.
-
-    ``inputs`` are preprocessed batches already on the model's device.
-    """
-    norms = [m for m in model.modules() if isinstance(m, nn.modules.batchnorm._BatchNorm)]
-    if not norms:
-        return
-    momenta = [m.momentum for m in norms]
-    for m in norms:
-        m.reset_running_stats()
-        m.momentum = None  # cumulative average
-    was_training = model.training
-    model.train()
-    for x in inputs:
-        model(x)
-    for m, momentum in zip(norms, momenta):
-        m.momentum = momentum
-    model.train(was_training)
 
 
 @torch.inference_mode()

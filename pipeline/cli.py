@@ -227,7 +227,7 @@ def main(argv: Optional[Sequence[str]] = None, test_pipeline=None) -> int:
 def _scan(args, beam_args: list[str], test_pipeline) -> int:
     from pipeline.config import ScanConfig, load_config
     from pipeline.options import pipeline_options
-    from pipeline.scan import prepare_scan, run_scan
+    from pipeline.scan import is_dry_run, prepare_scan, run_scan
     from pipeline.summary import summarize
 
     overrides = list(args.overrides)
@@ -238,8 +238,11 @@ def _scan(args, beam_args: list[str], test_pipeline) -> int:
         args.inputs, args.output, config, output_root=args.output_root, skip_scanned=args.skip_scanned
     )
     logger.info("scan %s: %d inputs -> %s", plan.run.scan_id, len(plan.inputs), plan.verdicts_dir)
-    run_scan(plan, pipeline_options(beam_args), test_pipeline=test_pipeline)
-    if not args.quiet:
+    options = pipeline_options(beam_args)
+    run_scan(plan, options, test_pipeline=test_pipeline)
+    if is_dry_run(options):
+        print(f"dry run: scan {plan.run.scan_id} of {len(plan.inputs)} inputs translated into a job; nothing ran")
+    elif not args.quiet:
         print(summarize(plan.verdicts_dir))
     return 0
 

@@ -197,9 +197,18 @@ def run_scan(plan: ScanPlan, options=None, test_pipeline: Optional[beam.Pipeline
     build_scan_pipeline(pipeline, plan)
     result = pipeline.run()
     result.wait_until_finish()
+    if is_dry_run(pipeline.options):
+        logger.info("dry run: the scan translated for %s; nothing ran", type(pipeline.runner).__name__)
+        return result
     _remove_stale_staging(plan)
     _write_run_record(plan, started)
     return result
+
+
+def is_dry_run(options) -> bool:
+    from apache_beam.options.pipeline_options import TestOptions
+
+    return bool(options is not None and options.view_as(TestOptions).dry_run)
 
 
 def _remove_stale_staging(plan: ScanPlan) -> None:

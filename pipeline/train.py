@@ -28,6 +28,7 @@ from models.augment import AugmentConfig, TrainAugment
 from models.card import ModelCard
 from models.checkpoint import load_checkpoint, save_checkpoint
 from models.device import resolve_device
+from models.frame import calibrate_batchnorm
 from models.losses import FrameLoss
 from models.metrics import binary_report, calibrated_threshold, fit_temperature
 from models.preprocess import FacePreprocess, decode_crop
@@ -39,7 +40,6 @@ from models.training import (
     crop_loader,
     predict_frames,
     predict_sequences,
-    recalibrate_batchnorm,
     set_batchnorm_momentum,
     set_seed,
     train_frame_epoch,
@@ -281,9 +281,7 @@ def _train_frames(config, model, tracks, preprocess, manipulations, device, log,
 def _recalibrate(model, samples, preprocess, device, batch_size: int, seed: int, batches: int = 16) -> None:
     """BatchNorm statistics of the weight average, from un-augmented training crops."""
     loader = crop_loader(CropDataset(samples), batch_size, shuffle=True, workers=0, seed=seed)
-    recalibrate_batchnorm(
-        model, (preprocess(crops).to(device) for crops, _, _ in itertools.islice(loader, batches))
-    )
+    calibrate_batchnorm(model, (preprocess(crops).to(device) for crops, _, _ in itertools.islice(loader, batches)))
 
 
 def extraction_margin(faces_dir: str) -> float:

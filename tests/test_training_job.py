@@ -144,12 +144,12 @@ def test_weight_ema_averages_the_steps():
 
 
 def test_recalibrated_batchnorm_matches_the_data():
-    from models.training import recalibrate_batchnorm
+    from models.frame import calibrate_batchnorm
 
     torch.manual_seed(0)
     model = torch.nn.Sequential(torch.nn.Conv2d(3, 4, 1), torch.nn.BatchNorm2d(4, momentum=0.01))
     batches = [torch.randn(8, 3, 5, 5) * 3 + 2 for _ in range(4)]
-    recalibrate_batchnorm(model, batches)
+    calibrate_batchnorm(model, iter(batches))
     features = torch.cat([model[0](b) for b in batches]).detach()
     bn = model[1]
     assert torch.allclose(bn.running_mean, features.mean(dim=(0, 2, 3)), atol=1e-4)
