@@ -23,6 +23,7 @@ INSTALL_REQUIRES = [
     "scipy>=1.11",
     "requests>=2.32,<3",
     "tqdm>=4.66",
+    "matplotlib>=3.8,<4",  # report figures
 ]
 
 setup(

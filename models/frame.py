@@ -79,6 +79,10 @@ class FrameModel(nn.Module):
             nn.Linear(self.embedding_dim, manipulation_classes) if manipulation_classes > 0 else None
         )
 
+    def features(self, x: torch.Tensor) -> torch.Tensor:
+        """The backbone's last feature map ``[B, embedding_dim, h, w]`` (what Grad-CAM looks at)."""
+        return self.backbone.extract_features(x)
+
     def forward(self, x: torch.Tensor) -> dict[str, torch.Tensor]:
         """Classify a batch of normalised face crops.
 
@@ -89,7 +93,7 @@ class FrameModel(nn.Module):
             ``{"logits": [B, num_classes], "embedding": [B, embedding_dim]}``, plus
             ``"manipulation_logits"`` when the model has a manipulation head.
         """
-        features = self.backbone.extract_features(x)
+        features = self.features(x)
         embedding = F.adaptive_avg_pool2d(features, 1).flatten(1)
         dropped = self.dropout(embedding)
         out = {"logits": self.head(dropped), "embedding": embedding}

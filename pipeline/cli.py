@@ -149,6 +149,26 @@ def _evaluate_parser(sub) -> argparse.ArgumentParser:
     return p
 
 
+def _report_parser(sub) -> argparse.ArgumentParser:
+    p = sub.add_parser(
+        "report",
+        help="write a self-contained HTML report of a scan",
+        description="Write one HTML file (images inline, no external requests) with counts by status and "
+        "label, the score histogram, ROC and precision-recall curves when labels are known, and the most "
+        "suspicious inputs with their faces, per-track score timelines and a Grad-CAM heat map of the frame "
+        "model over the most suspicious face (the sources are re-decoded).",
+        epilog="example: deepfake-scan report outputs/sample_scan/verdicts --output report.html "
+        "--manifest data/samples/manifest.csv",
+    )
+    p.add_argument("verdicts", metavar="VERDICTS", help="a scan's verdicts/ folder (local or fsspec URL)")
+    p.add_argument("--output", required=True, metavar="REPORT.html", help="where to write the report")
+    p.add_argument("--manifest", help="manifest with uri,label columns: adds ground truth, ROC and PR curves")
+    p.add_argument("--csv", dest="csv_path", metavar="OUT.csv", help="also export the flat verdict table")
+    p.add_argument("--checkpoint", help="checkpoint for Grad-CAM (default: the one the scan's run.json names)")
+    p.add_argument("--top", type=int, default=5, help="how many suspicious inputs to show in detail (default 5)")
+    return p
+
+
 def build_parser() -> tuple[argparse.ArgumentParser, dict[str, argparse.ArgumentParser]]:
     parser = argparse.ArgumentParser(
         prog="deepfake-scan",
@@ -162,6 +182,7 @@ def build_parser() -> tuple[argparse.ArgumentParser, dict[str, argparse.Argument
         "train": _train_parser(sub),
         "evaluate": _evaluate_parser(sub),
         "samples": _samples_parser(sub),
+        "report": _report_parser(sub),
     }
     return parser, parsers
 
@@ -198,6 +219,7 @@ def main(argv: Optional[Sequence[str]] = None, test_pipeline=None) -> int:
     from pipeline.config import ConfigError
     from pipeline.inputs import InputError
     from pipeline.options import split_beam_args
+    from pipeline.report import ReportError
     from pipeline.scan import OutputError
 
     parser, parsers = build_parser()
@@ -217,7 +239,9 @@ def main(argv: Optional[Sequence[str]] = None, test_pipeline=None) -> int:
             return _samples(args)
         if args.command == "train":
             return _train(args)
-    except (ConfigError, InputError, CheckpointError, OutputError, DeviceUnavailableError) as e:
+        if args.command == "report":
+            return _report(args)
+    except (ConfigError, InputError, CheckpointError, OutputError, DeviceUnavailableError, ReportError) as e:
         print(f"deepfake-scan: error: {e}", file=sys.stderr)
         return 2
     parser.error(f"unknown command {args.command}")
@@ -283,6 +307,16 @@ def _evaluate(args, beam_args: list[str]) -> int:
                            work_dir=args.work_dir, options=pipeline_options(beam_args))
     print(format_table(metrics))
     print(f"metrics written to {args.output}")
+    return 0
+
+
+def _report(args) -> int:
+    from pipeline.report import run_report
+
+    summary = run_report(args.verdicts, args.output, manifest=args.manifest, csv_path=args.csv_path,
+                         checkpoint=args.checkpoint, top=args.top)
+    print(f"report written to {args.output}: {summary['inputs']} inputs, {summary['figures']} figures "
+          f"({summary['gradcams']} Grad-CAM)" + (f"; table: {args.csv_path}" if args.csv_path else ""))
     return 0
 
 

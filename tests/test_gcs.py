@@ -90,3 +90,14 @@ def test_missing_buckets_and_objects_fail_in_one_line(gcs, capsys, args, message
     ours = [l for l in capsys.readouterr().err.splitlines() if l.startswith("deepfake-scan")]
     assert len(ours) == 1 and message in ours[0]
     assert not gcs.exists("no-such-bucket")  # a typo never creates a bucket
+
+
+def test_report_from_gs_verdicts(gcs, tmp_path):
+    if not gcs.exists("archive/scans/glob/verdicts/_SUCCESS"):
+        assert main(["scan", "gs://archive/videos/*.mp4", "--output", "gs://archive/scans/glob", *FAST]) == 0
+    out = tmp_path / "report.html"
+    assert main(["report", "gs://archive/scans/glob/verdicts", "--output", str(out),
+                 "--csv", "gs://archive/scans/glob/verdicts.csv"]) == 0
+    page = out.read_text(encoding="utf-8")
+    assert "gs://archive/videos/a.mp4" in page and "Grad-CAM of the most suspicious face" in page
+    assert gcs.cat_file("archive/scans/glob/verdicts.csv").decode().count("\n") == 3

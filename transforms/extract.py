@@ -18,7 +18,7 @@ from apache_beam.metrics import Metrics
 from models.align import align_face
 from models.device import resolve_device
 from models.faces import FaceDetector
-from models.tracking import link_tracks
+from models.tracking import box_iou, link_tracks
 from pipeline.config import DecodeConfig, FacesConfig, SamplingConfig, ScanConfig
 from transforms import media
 from transforms.decoders import repeated_frames
@@ -213,6 +213,34 @@ class FaceExtractor:
                 )
             )
         return tracks
+
+    def crops_at(
+        self, uri: str, media_type: str, decoder: Optional[str], frame_indices: list[int], boxes: np.ndarray
+    ) -> dict[int, np.ndarray]:
+        """The aligned crops of faces recorded in a verdict, re-decoded from the source.
+
+        ``boxes`` (source pixels, one per frame index) say which face: the detection
+        overlapping it most is aligned exactly as the scan aligned it. Frames that
+        no longer decode or hold no matching face are left out. Raises ``MediaError``.
+        """
+        name = "pillow" if media_type == "image" else (decoder or self.decode.decoders[0])
+        with media.staged(uri) as path:
+            try:
+                probe = self.sandbox.open(name, path, self.decode.max_side, self.decode.max_pixels)
+                clip = self.sandbox.read([int(i) for i in frame_indices])
+            finally:
+                self.sandbox.close_input()
+        scale = probe.decoded_width / probe.width if probe.width else 1.0
+        wanted = {int(i): np.asarray(b, np.float32) * scale for i, b in zip(frame_indices, boxes)}
+        crops = {}
+        for index, frame, faces in zip(clip.indices, clip.frames, self.detector.detect(clip.frames)):
+            if not len(faces) or index not in wanted:
+                continue
+            overlap = box_iou(faces.boxes, wanted[index][None])[:, 0]
+            best = int(np.argmax(overlap))
+            if overlap[best] >= 0.3:
+                crops[index] = align_face(frame, faces.landmarks[best], self.faces.crop_size, self.faces.margin)[0]
+        return crops
 
     @staticmethod
     def _finish(info: MediaInfo, frames_sampled: int, tracks: list[FaceTrackCrops]) -> ExtractedMedia:
