@@ -1,7 +1,8 @@
 """Scheduled scans under one output root: where each scan goes, and what earlier ones judged.
 
 ``ROOT/scan_date=YYYY-MM-DD/scan_id=ID/`` holds one scan (Hive-style
-partitions, so ``pyarrow.dataset`` or BigQuery read ``ROOT`` as one table with
+partitions: ``pyarrow.dataset.dataset(ROOT, format="parquet", partitioning="hive",
+exclude_invalid_files=True)`` reads every scan's verdicts as one table with
 ``scan_date`` and ``scan_id`` columns). ``--skip-scanned`` looks up inputs by
 content fingerprint among the complete scans under ``ROOT`` that used the same
 checkpoint: bytes already judged are not decoded again.

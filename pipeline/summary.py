@@ -6,7 +6,7 @@ from collections import Counter
 
 from transforms.parquet_sink import read_table
 
-NOT_JUDGED_OK = ("ok", "no_face", "skipped")
+NOT_FAILURES = ("ok", "no_face", "skipped")
 
 
 def printable(text: object) -> str:
@@ -30,7 +30,7 @@ def summarize(verdicts_dir: str, top: int = 5) -> str:
         lines.append("  most suspicious:")
         for r in scored[:top]:
             lines.append(f"    {r['score']:.3f}  {r['label']:<4}  tracks={r['num_tracks']}  {r['uri']!r}")
-    failed = [r for r in rows if r["status"] not in NOT_JUDGED_OK]
+    failed = [r for r in rows if r["status"] not in NOT_FAILURES]
     if failed:
         lines.append("  not judged:")
         for r in failed[:top]:

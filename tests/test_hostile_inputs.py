@@ -204,3 +204,8 @@ def test_scheduled_scans_skip_what_the_same_checkpoint_judged(three_videos, tmp_
                  "--checkpoint", "untrained"]) == 0
     third = max(root.glob("scan_date=*/scan_id=*"))
     assert {r["status"] for r in _rows(third).values()} == {"ok"}
+    # the README's one-liner reads every scan under ROOT as one partitioned table
+    import pyarrow.dataset as ds
+
+    table = ds.dataset(str(root), format="parquet", partitioning="hive", exclude_invalid_files=True).to_table()
+    assert table.num_rows == 3 + 5 + 5 and {"scan_date", "scan_id"} <= set(table.column_names)
