@@ -78,11 +78,20 @@ def align_face(
     coordinates. Pixels outside the frame are filled by reflection so that the
     border does not look like a manipulation boundary.
     """
-    matrix = estimate_similarity(landmarks, face_template(size, margin))
-    crop = cv2.warpAffine(
+    matrix = alignment_matrix(landmarks, size, margin)
+    return warp_face(frame, matrix, size), matrix
+
+
+def alignment_matrix(landmarks: np.ndarray, size: int, margin: float) -> np.ndarray:
+    """The ``2x3`` matrix mapping frame coordinates to the aligned crop's."""
+    return estimate_similarity(landmarks, face_template(size, margin))
+
+
+def warp_face(frame: np.ndarray, matrix: np.ndarray, size: int) -> np.ndarray:
+    """The ``size`` x ``size`` crop of ``frame`` under ``matrix``; outside pixels reflect the frame's own."""
+    return cv2.warpAffine(
         frame, matrix, (size, size), flags=cv2.INTER_LINEAR, borderMode=cv2.BORDER_REFLECT_101
     )
-    return crop, matrix
 
 
 def align_faces(frame: np.ndarray, landmarks: np.ndarray, size: int, margin: float) -> np.ndarray:

@@ -24,6 +24,7 @@ class FrameFaces:
     boxes: np.ndarray  # (k, 4) float32: x1, y1, x2, y2
     scores: np.ndarray  # (k,) float32 detection confidence
     landmarks: np.ndarray  # (k, 5, 2) float32: eyes, nose, mouth corners
+    interpolated: bool = False  # True: not detected in this frame, but interpolated between two that were
 
     def __len__(self) -> int:
         return len(self.boxes)
@@ -82,27 +83,43 @@ class FaceDetector:
         """The downscale factor applied before detection (1.0: none)."""
         return min(1.0, self.detect_size / float(max(height, width)))
 
+    def detection_size(self, height: int, width: int) -> tuple[int, int]:
+        """``(width, height)`` of the downscaled copy detection runs on."""
+        scale = self.scale_for(height, width)
+        if scale >= 1.0:
+            return width, height
+        return max(1, round(width * scale)), max(1, round(height * scale))
+
     def detect(self, frames: np.ndarray) -> list[FrameFaces]:
         """Detect faces in ``frames`` (``N x H x W x 3`` uint8 RGB, one clip).
 
         Returns one ``FrameFaces`` per frame, sorted by decreasing confidence.
         """
-        frames = np.asarray(frames)
-        if frames.ndim != 4 or frames.shape[-1] != 3 or frames.dtype != np.uint8:
-            raise ValueError(f"expected N x H x W x 3 uint8 frames, got {frames.shape} {frames.dtype}")
+        frames = _check_frames(frames)
         if len(frames) == 0:
             return []
         height, width = frames.shape[1:3]
-        scale = self.scale_for(height, width)
-        if scale < 1.0:
-            size = (max(1, round(width * scale)), max(1, round(height * scale)))
+        size = self.detection_size(height, width)
+        if size != (width, height):
             small = np.stack([cv2.resize(f, size, interpolation=cv2.INTER_AREA) for f in frames])
         else:
             small = frames
+        return self.detect_downscaled(small, (height, width))
+
+    def detect_downscaled(self, small: np.ndarray, full_size: tuple[int, int]) -> list[FrameFaces]:
+        """Detect faces in frames already downscaled to ``detection_size`` of ``full_size`` (H, W).
+
+        The decoder process makes the small copies, so full frames need not travel;
+        boxes and landmarks come back in full-resolution pixels.
+        """
+        small = _check_frames(small)
+        if len(small) == 0:
+            return []
+        scale = small.shape[2] / float(full_size[1])
         min_size = max(_MTCNN_MIN_FACE, int(self.min_face_size * scale))
         if min(small.shape[1:3]) < min_size:
             # No face of the minimum size fits (MTCNN's image pyramid would be empty and fail).
-            return [FrameFaces.empty() for _ in frames]
+            return [FrameFaces.empty() for _ in small]
         with torch.inference_mode():
             batch_boxes, batch_probs, batch_points = self._mtcnn(min_size).detect(small, landmarks=True)
         results = []
@@ -121,3 +138,10 @@ class FaceDetector:
         keep = (probs >= self.min_confidence) & (sides >= self.min_face_size)
         order = np.argsort(-probs[keep], kind="stable")
         return FrameFaces(boxes[keep][order], probs[keep][order], points[keep][order])
+
+
+def _check_frames(frames: np.ndarray) -> np.ndarray:
+    frames = np.asarray(frames)
+    if frames.ndim != 4 or frames.shape[-1] != 3 or frames.dtype != np.uint8:
+        raise ValueError(f"expected N x H x W x 3 uint8 frames, got {frames.shape} {frames.dtype}")
+    return frames

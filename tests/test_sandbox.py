@@ -111,3 +111,28 @@ def test_silently_repeated_frames_are_recorded(detector, moving_face_video):
         extractor.sandbox.shutdown()
     assert result.status == "ok"
     assert any("12 sampled frame(s) are exact repeats" in w for w in result.info.warnings)
+
+
+def test_held_clips_give_the_same_crops_as_whole_frames(moving_face_video):
+    """The scan's path (decode and keep in the child, fetch small copies and crops) equals reading frames."""
+    import cv2
+
+    from models.align import align_face, alignment_matrix
+
+    clip = _clip()
+    landmarks = np.array([[150, 150], [210, 150], [180, 185], [155, 215], [205, 215]], np.float32)
+    matrices = np.stack([alignment_matrix(landmarks + k, 224, 0.25) for k in range(3)])
+    with DecoderSandbox(timeout_s=30) as isolated, DecoderSandbox(isolate=False) as local:
+        frames = local.open("decord", str(moving_face_video), **LIMITS) and local.read(clip).frames
+        for sandbox in (isolated, local):
+            sandbox.open("decord", str(moving_face_video), **LIMITS)
+            held = sandbox.hold(clip)
+            assert held["indices"] == clip and held["shape"] == [25, 360, 640, 3] and held["repeats"] == 0
+            small = sandbox.downscaled([0, 12, 24], 320, 180)
+            for got, pos in zip(small, (0, 12, 24)):
+                np.testing.assert_array_equal(got, cv2.resize(frames[pos], (320, 180), interpolation=cv2.INTER_AREA))
+            crops = sandbox.warp([3, 4, 5], matrices, 224)
+            for k, pos in enumerate((3, 4, 5)):
+                np.testing.assert_array_equal(crops[k], align_face(frames[pos], landmarks + k, 224, 0.25)[0])
+            assert sandbox.warp([], np.zeros((0, 2, 3)), 224).shape == (0, 224, 224, 3)
+            sandbox.close_input()

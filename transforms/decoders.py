@@ -38,6 +38,7 @@ class Probe:
     rotation: int = 0  # degrees counterclockwise applied to decoded frames for display
     container_frames: Optional[int] = None  # frame count written in the container header, if any
     notes: list[str] = field(default_factory=list)
+    keyframes: Optional[list[int]] = None  # indices of the frames a seek lands on, when the index tells
 
     def to_dict(self) -> dict:
         return asdict(self)
@@ -51,6 +52,45 @@ class Clip:
     timestamps: list[float]  # seconds
     indices: list[int]  # frame index of each returned frame (a subset of those asked for)
     notes: list[str] = field(default_factory=list)
+
+
+class HeldClip:
+    """A decoded clip kept where it was decoded: only small copies and face crops leave it.
+
+    The full-resolution frames of a 1080p clip are 150 MB; the worker needs a
+    downscaled copy of a few of them for detection and 224-pixel crops of the
+    faces, so that is all that crosses the process boundary.
+    """
+
+    def __init__(self, clip: Clip):
+        self.clip = clip
+
+    def summary(self) -> dict:
+        frames = self.clip.frames
+        repeats = repeated_frames(frames) if len(frames) > 1 else 0
+        return {"shape": list(frames.shape), "timestamps": self.clip.timestamps, "indices": self.clip.indices,
+                "notes": self.clip.notes, "repeats": repeats}
+
+    def downscaled(self, positions: Sequence[int], width: int, height: int) -> np.ndarray:
+        """``(len(positions), height, width, 3)`` copies (area interpolation) of the held frames."""
+        import cv2
+
+        frames = self.clip.frames
+        if (width, height) == (frames.shape[2], frames.shape[1]):
+            return np.ascontiguousarray(frames[list(positions)])
+        out = np.empty((len(positions), height, width, 3), np.uint8)
+        for k, pos in enumerate(positions):
+            cv2.resize(frames[pos], (width, height), dst=out[k], interpolation=cv2.INTER_AREA)
+        return out
+
+    def warp(self, positions: Sequence[int], matrices: np.ndarray, size: int) -> np.ndarray:
+        """Aligned ``size`` x ``size`` crops: frame ``positions[k]`` warped by ``matrices[k]`` (2x3)."""
+        from models.align import warp_face
+
+        out = np.empty((len(positions), size, size, 3), np.uint8)
+        for k, (pos, matrix) in enumerate(zip(positions, np.asarray(matrices, np.float32).reshape(-1, 2, 3))):
+            out[k] = warp_face(self.clip.frames[pos], matrix, size)
+        return out
 
 
 def fit_size(width: int, height: int, max_side: int) -> tuple[int, int]:
@@ -182,7 +222,15 @@ class DecordDecoder:
             rotation=facts.rotation,
             container_frames=facts.frames,
             notes=notes,
+            keyframes=self._key_indices(),
         )
+
+    def _key_indices(self) -> Optional[list[int]]:
+        try:
+            keys = [int(k) for k in self._reader.get_key_indices()]
+        except Exception:  # an index without keyframe flags: clips are not snapped
+            return None
+        return keys or None
 
     def read(self, indices: Sequence[int]) -> Clip:
         wanted = [int(i) for i in indices if 0 <= int(i) < self.probe.num_frames]

@@ -23,6 +23,10 @@ ERROR = "error"
 STATUSES = (OK, NO_FACE, UNREADABLE, UNSUPPORTED, TIMEOUT, TOO_LARGE, SKIPPED, ERROR)
 
 
+# Beam metrics namespace of every counter and stage timer the jobs report.
+METRICS_NAMESPACE = "deepfake_scan"
+
+
 @dataclass(frozen=True)
 class MediaInput:
     """One file to judge, as listed by the driver."""
@@ -62,6 +66,7 @@ class FaceTrackCrops:
     boxes: np.ndarray  # (n, 4) float32 full-resolution x1, y1, x2, y2
     detection_scores: np.ndarray  # (n,) float32
     crops: Optional[np.ndarray]  # (n, S, S, 3) uint8 RGB; None once scored
+    interpolated: tuple[bool, ...] = ()  # per frame: box interpolated between detected frames (empty: none)
 
     def __len__(self) -> int:
         return len(self.frame_indices)

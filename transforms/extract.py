@@ -6,24 +6,27 @@ never leave it; only aligned face crops do.
 """
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import logging
 import os
+import time
 from typing import Iterable, Mapping, Optional
 
 import apache_beam as beam
 import numpy as np
 from apache_beam.metrics import Metrics
 
-from models.align import align_face
+from models.align import align_face, alignment_matrix
 from models.device import resolve_device
-from models.faces import FaceDetector
+from models.faces import FaceDetector, FrameFaces
+from models.keyframes import fill_between, keyframe_positions, undecided_positions
 from models.tracking import box_iou, link_tracks
 from pipeline.config import DecodeConfig, FacesConfig, SamplingConfig, ScanConfig
 from transforms import media
-from transforms.decoders import repeated_frames
 from transforms.sandbox import DecoderSandbox
 from transforms.elements import (
+    METRICS_NAMESPACE,
     ERROR,
     NO_FACE,
     OK,
@@ -40,14 +43,15 @@ from transforms.elements import (
 
 logger = logging.getLogger(__name__)
 
-METRICS_NAMESPACE = "deepfake_scan"
 
 
 class FaceExtractor:
     """Turns one media file into face tracks with aligned crops (no Beam here).
 
-    Decoding goes through ``sandbox`` (a child process, see ``transforms.sandbox``);
-    detection, alignment and tracking run here on the frames it returns.
+    Decoding goes through ``sandbox`` (a child process, see ``transforms.sandbox``),
+    which keeps each decoded clip: detection runs here on the downscaled copies it
+    sends of a few frames (``models.keyframes``), and it cuts the aligned crops
+    at the landmarks found here. Full frames never leave the decoder process.
     """
 
     def __init__(
@@ -65,6 +69,7 @@ class FaceExtractor:
         self.sandbox = sandbox or DecoderSandbox(
             self.decode.timeout_s, self.decode.memory_mb, isolate=self.decode.isolate
         )
+        self.stage_seconds: dict[str, float] = {}
 
     def extract(self, item: MediaInput, previous: Optional[Mapping[str, dict]] = None) -> ExtractedMedia:
         """Never raises for a bad input: failures become a status and an error text.
@@ -152,6 +157,7 @@ class FaceExtractor:
                 clip_len=self.sampling.clip_len,
                 clip_every_s=self.sampling.clip_every_s,
                 max_clips=self.sampling.max_clips,
+                keyframes=probe.keyframes if self.sampling.snap_to_keyframes else None,
             )
         # Boxes are reported in the source's pixels even when the decoder downscaled.
         scale = probe.width / probe.decoded_width if probe.decoded_width else 1.0
@@ -159,46 +165,55 @@ class FaceExtractor:
         notes: list[str] = []
         sampled = repeats = 0
         for clip_index, indices in enumerate(clips):
-            clip = self.sandbox.read(indices)
-            notes += clip.notes
-            sampled += len(clip.indices)
-            repeats += repeated_frames(clip.frames) if len(clip.frames) > 1 else 0
-            tracks += self._tracks_for_clip(
-                clip.frames, clip.indices, np.asarray(clip.timestamps), clip_index, len(tracks), scale
-            )
+            with self._timed("decode"):
+                held = self.sandbox.hold(indices)
+            notes += held["notes"]
+            sampled += len(held["indices"])
+            repeats += held["repeats"]
+            tracks += self._tracks_for_clip(held, clip_index, len(tracks), scale)
         if repeats:
             notes.append(f"{repeats} sampled frame(s) are exact repeats of the frame before (undecodable frames?)")
         info = dataclasses.replace(info, warnings=info.warnings + tuple(notes))
         return self._finish(info, frames_sampled=sampled, tracks=tracks)
 
-    def _tracks_for_clip(
-        self,
-        frames: np.ndarray,
-        indices: list[int],
-        stamps: np.ndarray,
-        clip_index: int,
-        first_id: int,
-        scale: float = 1.0,
-    ) -> list[FaceTrackCrops]:
-        detections = self.detector.detect(frames)
+    def _detect_clip(self, length: int, height: int, width: int) -> list[FrameFaces]:
+        """Detect on keyframes of the held clip, then where they disagree; interpolate the rest."""
+        size = self.detector.detection_size(height, width)
+        min_iou = self.faces.interpolate_min_iou
+        found: dict[int, FrameFaces] = {}
+        todo = keyframe_positions(length, self.faces.detect_every)
+        while todo:
+            small = self.sandbox.downscaled(todo, *size)
+            found.update(zip(todo, self.detector.detect_downscaled(small, (height, width))))
+            todo = undecided_positions(found, min_iou)
+        return fill_between(found, length, min_iou)
+
+    def _tracks_for_clip(self, held: dict, clip_index: int, first_id: int, scale: float = 1.0) -> list[FaceTrackCrops]:
+        indices, stamps = held["indices"], held["timestamps"]
+        height, width = held["shape"][1:3]
+        with self._timed("detect"):
+            detections = self._detect_clip(len(indices), height, width)
         linked = link_tracks(
             detections,
             iou_threshold=self.faces.track_iou,
             max_gap=self.faces.track_max_gap,
-            min_length=min(self.faces.min_track_frames, len(frames)),
+            min_length=min(self.faces.min_track_frames, len(indices)),
         )
         # Keep the longest tracks, in the tracker's order (first appearance, left to right).
         longest = {id(t) for t in sorted(linked, key=len, reverse=True)[: self.faces.max_tracks_per_clip]}
         linked = [t for t in linked if id(t) in longest]
-        tracks = []
+        with self._timed("align"):
+            size, margin = self.faces.crop_size, self.faces.margin
+            positions = [pos for track in linked for pos in track.frames]
+            matrices = [
+                alignment_matrix(detections[pos].landmarks[d], size, margin)
+                for track in linked
+                for pos, d in zip(track.frames, track.detections)
+            ]
+            crops = self.sandbox.warp(positions, np.asarray(matrices, np.float32), size)
+        tracks, first = [], 0
         for offset, track in enumerate(linked):
             chosen = [detections[pos] for pos in track.frames]
-            crops = np.stack(
-                [
-                    align_face(frames[pos], faces.landmarks[d], self.faces.crop_size, self.faces.margin)[0]
-                    for pos, faces, d in zip(track.frames, chosen, track.detections)
-                ]
-            )
             tracks.append(
                 FaceTrackCrops(
                     track_id=first_id + offset,
@@ -209,10 +224,25 @@ class FaceExtractor:
                         np.float32
                     ),
                     detection_scores=np.array([f.scores[d] for f, d in zip(chosen, track.detections)], np.float32),
-                    crops=crops,
+                    crops=crops[first : first + len(track)],
+                    interpolated=tuple(bool(f.interpolated) for f in chosen),
                 )
             )
+            first += len(track)
         return tracks
+
+    @contextlib.contextmanager
+    def _timed(self, stage: str):
+        start = time.perf_counter()
+        try:
+            yield
+        finally:
+            self.stage_seconds[stage] = self.stage_seconds.get(stage, 0.0) + time.perf_counter() - start
+
+    def take_stage_seconds(self) -> dict[str, float]:
+        """Seconds spent per stage (decode, detect, align) since the last call."""
+        taken, self.stage_seconds = self.stage_seconds, {}
+        return taken
 
     def crops_at(
         self, uri: str, media_type: str, decoder: Optional[str], frame_indices: list[int], boxes: np.ndarray
@@ -272,7 +302,13 @@ class ExtractFacesFn(beam.DoFn):
         self._extractor = FaceExtractor(self._config.sampling, faces, detector, self._config.decode)
 
     def process(self, item: MediaInput, previous: Optional[Mapping[str, dict]] = None) -> Iterable[ExtractedMedia]:
+        start = time.perf_counter()
         result = self._extractor.extract(item, previous)
+        # Stage timers (milliseconds) for the benchmark and the Dataflow console.
+        for stage, seconds in self._extractor.take_stage_seconds().items():
+            Metrics.distribution(METRICS_NAMESPACE, f"{stage}_ms").update(int(seconds * 1000))
+        Metrics.distribution(METRICS_NAMESPACE, "extract_ms").update(int((time.perf_counter() - start) * 1000))
+        Metrics.counter(METRICS_NAMESPACE, "frames_sampled").inc(result.frames_sampled)
         if result.status != OK:
             logger.info("%s: %r (%s)", result.status, item.uri, result.error)
         Metrics.counter(METRICS_NAMESPACE, f"extract_{result.status}").inc()

@@ -9,7 +9,11 @@ runaway allocations into a failed request. The next input starts a fresh child.
 
 Protocol: length-prefixed JSON messages both ways (no pickle: the child
 handles hostile bytes, so nothing it sends is ever executed), followed by the
-raw frame bytes for a ``read`` reply, read straight into a numpy array.
+raw pixel bytes for the replies that carry pixels, read straight into a numpy
+array. ``read`` returns whole frames; the scan uses ``hold`` instead, which
+keeps the decoded clip in the child and sends back only what the worker asks
+for: downscaled copies for detection (``downscaled``) and aligned face crops
+(``warp``), so full frames never cross the pipe.
 
 ``DecoderSandbox(isolate=False)`` runs the same decoders in-process: for
 debugging only, it gives up the protection.
@@ -30,7 +34,7 @@ from typing import BinaryIO, Optional, Sequence
 
 import numpy as np
 
-from transforms.decoders import Clip, Probe, decoder_class
+from transforms.decoders import Clip, HeldClip, Probe, decoder_class
 from transforms.elements import TIMEOUT, UNREADABLE
 from transforms.media import MediaError, first_line
 
@@ -58,6 +62,7 @@ class DecoderSandbox:
         self._stderr: Optional[BinaryIO] = None
         self._deadline = 0.0
         self._local = None  # the in-process decoder when isolate=False
+        self._held: Optional[HeldClip] = None  # the in-process held clip when isolate=False
         self.children_started = 0
 
     # ------------------------------------------------------------ public
@@ -80,12 +85,48 @@ class DecoderSandbox:
         self._read_into(memoryview(frames).cast("B"))
         return Clip(frames, reply["timestamps"], reply["indices"], reply["notes"])
 
+    def hold(self, indices: Sequence[int]) -> dict:
+        """Decode ``indices`` and keep the frames in the decoder process.
+
+        Returns ``shape``, ``timestamps``, ``indices`` (those decoded), ``notes`` and
+        ``repeats`` (frames byte-identical to the one before). The held clip
+        replaces any earlier one.
+        """
+        if not self.isolate:
+            self._held = HeldClip(self._local.read(indices))
+            return self._held.summary()
+        return self._request({"cmd": "hold", "indices": [int(i) for i in indices]})
+
+    def downscaled(self, positions: Sequence[int], width: int, height: int) -> np.ndarray:
+        """Copies of held frames (positions within the held clip) resized to ``width`` x ``height``."""
+        positions = [int(p) for p in positions]
+        if not self.isolate:
+            return self._held.downscaled(positions, width, height)
+        return self._pixels({"cmd": "downscaled", "positions": positions, "width": width, "height": height})
+
+    def warp(self, positions: Sequence[int], matrices: np.ndarray, size: int) -> np.ndarray:
+        """Aligned crops of held frames: ``(len(positions), size, size, 3)`` uint8."""
+        positions = [int(p) for p in positions]
+        if not positions:
+            return np.empty((0, size, size, 3), np.uint8)
+        if not self.isolate:
+            return self._held.warp(positions, matrices, size)
+        flat = np.asarray(matrices, np.float64).reshape(len(positions), 6).tolist()
+        return self._pixels({"cmd": "warp", "positions": positions, "matrices": flat, "size": size})
+
+    def _pixels(self, message: dict) -> np.ndarray:
+        reply = self._request(message)
+        pixels = np.empty(tuple(int(v) for v in reply["shape"]), np.uint8)
+        self._read_into(memoryview(pixels).cast("B"))
+        return pixels
+
     def close_input(self) -> None:
         """Forget the open input (the child stays up for the next one)."""
         if not self.isolate:
             if self._local is not None:
                 self._local.close()
             self._local = None
+            self._held = None
             return
         if self._proc is not None and self._proc.poll() is None:
             try:
@@ -229,6 +270,7 @@ class DecoderSandbox:
 
 def _serve(inbox: BinaryIO, outbox: BinaryIO) -> None:
     decoder = None
+    held: Optional[HeldClip] = None
     name = "decoder"
 
     def send(message: dict, data: Optional[memoryview] = None) -> None:
@@ -249,7 +291,7 @@ def _serve(inbox: BinaryIO, outbox: BinaryIO) -> None:
             if cmd == "open":
                 if decoder is not None:
                     decoder.close()
-                decoder = None
+                decoder = held = None
                 name = request["decoder"]
                 cls = decoder_class(name)
                 decoder = cls(request["path"], request["max_side"], request["max_pixels"])
@@ -262,10 +304,24 @@ def _serve(inbox: BinaryIO, outbox: BinaryIO) -> None:
                      "notes": clip.notes},
                     memoryview(frames).cast("B"),
                 )
+            elif cmd == "hold":
+                held = None  # free the previous clip before decoding the next
+                held = HeldClip(decoder.read(request["indices"]))
+                send(held.summary())
+            elif cmd in ("downscaled", "warp"):
+                if held is None:
+                    raise MediaError(UNREADABLE, "no clip is held")
+                if cmd == "downscaled":
+                    pixels = held.downscaled(request["positions"], request["width"], request["height"])
+                else:
+                    matrices = np.asarray(request["matrices"], np.float32).reshape(-1, 2, 3)
+                    pixels = held.warp(request["positions"], matrices, request["size"])
+                send({"shape": list(pixels.shape)}, memoryview(np.ascontiguousarray(pixels)).cast("B"))
             elif cmd == "close":
                 if decoder is not None:
                     decoder.close()
                 decoder = None
+                held = None
                 send({})
             else:
                 send({"error": f"unknown request {cmd!r}"})

@@ -19,6 +19,7 @@ TRACK_TYPE = pa.struct(
         ("timestamps", pa.list_(pa.float64())),
         ("boxes", pa.list_(pa.list_(pa.float32(), 4))),
         ("detection_scores", pa.list_(pa.float32())),
+        ("interpolated", pa.list_(pa.bool_())),
         ("scores", pa.list_(pa.float32())),
         ("score", pa.float32()),
     ]
@@ -93,6 +94,7 @@ def verdict_row(
                 "timestamps": list(track.timestamps),
                 "boxes": [[float(v) for v in box] for box in track.boxes],
                 "detection_scores": [float(v) for v in track.detection_scores],
+                "interpolated": [bool(v) for v in track.interpolated] or [False] * len(track),
                 "scores": [float(v) for v in track_scores[i]] if i < len(track_scores) else [],
                 "score": float(track_probabilities[i]) if i < len(track_probabilities) else None,
             }
