@@ -60,6 +60,21 @@ def test_long_videos_get_evenly_spaced_clips_capped():
     assert len(clips) == 3  # 25 s of video -> ceil(25 / 10) clips
 
 
+def test_clips_start_on_nearby_keyframes():
+    keys = list(range(0, 250, 50))  # a keyframe every 2 s at 25 fps
+    plan = dict(policy="clips", clip_len=25, clip_every_s=5.0, max_clips=4)
+    assert [c[0] for c in media.sample_clips(250, 25.0, **plan)] == [0, 225]
+    assert [c[0] for c in media.sample_clips(250, 25.0, keyframes=keys, **plan)] == [0, 200]
+    # clips move at most half-way to their neighbours; a single clip stays near the middle
+    assert [c[0] for c in media.sample_clips(250, 25.0, keyframes=[0], **plan)] == [0, 225]
+    single = dict(plan, clip_every_s=10.0)  # 8 s of video: one clip, from frame 87
+    assert media.sample_clips(200, 25.0, keyframes=[0], **single)[0][0] == 87
+    assert media.sample_clips(200, 25.0, keyframes=[0, 100], **single)[0][0] == 100
+    # clips never merge onto one keyframe, and never run past the end
+    clips = media.sample_clips(15000, 25.0, keyframes=list(range(0, 15000, 250)), **plan)
+    assert [c[0] for c in clips] == [0, 5000, 10000, 14750]
+
+
 def test_short_videos_give_all_frames():
     assert media.sample_clips(10, 25.0, policy="clips", clip_len=25, clip_every_s=10, max_clips=4) == [
         list(range(10))

@@ -13,7 +13,7 @@ import logging
 import os
 import re
 import tempfile
-from typing import Iterator, Optional
+from typing import Iterator, Optional, Sequence
 
 import fsspec
 import numpy as np
@@ -77,7 +77,14 @@ def fingerprint(path: str) -> tuple[int, str]:
 
 
 def sample_clips(
-    num_frames: int, fps: float, *, policy: str, clip_len: int, clip_every_s: float, max_clips: int
+    num_frames: int,
+    fps: float,
+    *,
+    policy: str,
+    clip_len: int,
+    clip_every_s: float,
+    max_clips: int,
+    keyframes: Optional[Sequence[int]] = None,
 ) -> list[list[int]]:
     """Frame indices to decode, as a list of clips.
 
@@ -102,8 +109,25 @@ def sample_clips(
         starts = [last_start // 2]
     else:
         starts = np.linspace(0, last_start, count).round().astype(int).tolist()
+    if keyframes:
+        starts = _snap(starts, keyframes, last_start, clip_len)
     starts = sorted(set(starts))
     return [list(range(s, s + clip_len)) for s in starts]
+
+
+def _snap(starts: list[int], keyframes: Sequence[int], last_start: int, clip_len: int) -> list[int]:
+    keys = np.array(sorted(k for k in set(keyframes) if 0 <= k <= last_start), dtype=np.int64)
+    if not len(keys):
+        return starts
+    # A single clip stays near the middle (within two clip lengths); several move at most
+    # half-way to their neighbours, so they stay spread over the video.
+    gaps = np.diff(starts) if len(starts) > 1 else np.array([4 * clip_len])
+    snapped = []
+    for i, start in enumerate(starts):
+        reach = min(gaps[max(i - 1, 0)], gaps[min(i, len(gaps) - 1)]) / 2
+        nearest = int(keys[np.argmin(np.abs(keys - start))])
+        snapped.append(nearest if abs(nearest - start) <= reach else start)
+    return snapped
 
 
 # decord prefixes its messages with a time and its build's source path: "[05:38:27] /github/.../x.cc:61: "
