@@ -5,6 +5,8 @@ repeats the preprocessing, autocast or probability computation.
 """
 from __future__ import annotations
 
+import logging
+import warnings
 from contextlib import nullcontext
 from typing import Sequence
 
@@ -16,18 +18,28 @@ from models.device import describe_device
 from models.preprocess import FacePreprocess
 from models.training import pad_tracks
 
+logger = logging.getLogger(__name__)
+
 
 class FramePredictor:
-    """Face crops (uint8 RGB) -> fake probabilities and pooled embeddings."""
+    """Face crops (uint8 RGB) -> fake probabilities and pooled embeddings.
 
-    def __init__(self, checkpoint: LoadedCheckpoint, device: torch.device):
+    ``optimize`` (CPU only) traces and freezes the model with TorchScript:
+    BatchNorm folds into the convolutions and oneDNN fuses the activations,
+    about 1.5x faster per crop than eager mode on two cores (see README,
+    Performance). It falls back to eager mode, with a warning, if tracing fails.
+    """
+
+    def __init__(self, checkpoint: LoadedCheckpoint, device: torch.device, optimize: bool = False):
         self.card = checkpoint.card
         self.device = device
         self.device_name = describe_device(device)
         self.preprocess = FacePreprocess.from_card(checkpoint.card)
-        self.model = checkpoint.frame_model.to(device).eval()
-        if device.type == "cuda":
-            self.model = self.model.to(memory_format=torch.channels_last)
+        model = checkpoint.frame_model.to(device).eval()
+        model.inference_mode()
+        self.model = model.to(memory_format=torch.channels_last)
+        if optimize and device.type == "cpu":
+            self.model = _frozen(self.model, checkpoint.card.input_size)
         self.fake_index = checkpoint.card.fake_index
         self.temperature = float(checkpoint.card.temperature)
 
@@ -38,7 +50,7 @@ class FramePredictor:
 
     def __call__(self, crops: np.ndarray | Sequence[np.ndarray]) -> tuple[np.ndarray, np.ndarray]:
         """Returns ``(probabilities (N,), embeddings (N, D))`` as float32 arrays."""
-        batch = self.preprocess(crops)
+        batch = self.preprocess(crops).contiguous(memory_format=torch.channels_last)
         if self.device.type == "cuda":
             batch = batch.pin_memory().to(self.device, non_blocking=True)
         with torch.inference_mode(), self._autocast():
@@ -46,6 +58,22 @@ class FramePredictor:
         logits = out["logits"].float() / self.temperature
         probs = torch.softmax(logits, dim=1)[:, self.fake_index]
         return probs.cpu().numpy().astype(np.float32), out["embedding"].float().cpu().numpy()
+
+
+def _frozen(model: torch.nn.Module, input_size: int) -> torch.nn.Module:
+    example = torch.zeros(2, 3, input_size, input_size).contiguous(memory_format=torch.channels_last)
+    try:
+        with torch.inference_mode(), warnings.catch_warnings():
+            warnings.simplefilter("ignore")  # TorchScript's deprecation notice
+            frozen = torch.jit.freeze(torch.jit.trace(model, example, strict=False))
+            reference, traced = model(example), frozen(example)
+        if not torch.allclose(reference["logits"], traced["logits"], atol=1e-4):
+            raise RuntimeError("traced outputs differ from the model's")
+        return frozen
+    except Exception as e:  # an architecture TorchScript cannot trace: eager mode still works
+        logger.warning("frame model not optimized for CPU (%s: %s); running it in eager mode",
+                       type(e).__name__, e)
+        return model
 
 
 class SequencePredictor:

@@ -1,5 +1,6 @@
 """The frame model's RunInference handler: batching, keys, device choice."""
 import apache_beam as beam
+import torch
 import numpy as np
 import pytest
 from apache_beam.ml.inference.base import KeyedModelHandler, RunInference
@@ -111,3 +112,25 @@ def build_scan_pipeline_with(pipeline, plan, handler):
         | ScoreFaces(handler)
         | AggregateVerdicts(plan.checkpoint, config.aggregate.strategy, plan.run)
     )
+
+
+def test_the_optimized_cpu_model_gives_the_eager_models_outputs():
+    checkpoint = load_checkpoint("untrained")
+    eager = FramePredictor(checkpoint, resolve_device("cpu"))
+    frozen = FramePredictor(load_checkpoint("untrained"), resolve_device("cpu"), optimize=True)
+    assert isinstance(frozen.model, torch.jit.ScriptModule) and not isinstance(eager.model, torch.jit.ScriptModule)
+    for n in (1, 5):  # traced with a batch of 2: other batch sizes work too
+        images = np.stack(crops(n, size=224, seed=n))
+        (p_eager, e_eager), (p_frozen, e_frozen) = eager(images), frozen(images)
+        np.testing.assert_allclose(p_frozen, p_eager, atol=1e-4)
+        np.testing.assert_allclose(e_frozen, e_eager, rtol=1e-4, atol=1e-3)
+
+
+def test_a_model_that_cannot_be_traced_runs_eagerly(caplog):
+    checkpoint = load_checkpoint("untrained")
+    # TorchScript cannot trace a model whose outputs hold anything but tensors
+    checkpoint.frame_model.forward = lambda x: {"logits": x[:, :2, 0, 0], "embedding": x[:, :, 0, 0], "note": "text"}
+    with caplog.at_level("WARNING"):
+        predictor = FramePredictor(checkpoint, resolve_device("cpu"), optimize=True)
+    probs, _ = predictor(np.stack(crops(2, size=224)))
+    assert probs.shape == (2,) and "eager mode" in caplog.text

@@ -2,15 +2,17 @@
 from __future__ import annotations
 
 import logging
+import time
 from typing import Any, Iterable, Optional, Sequence
 
 import numpy as np
+from apache_beam.metrics import Metrics
 from apache_beam.ml.inference.base import ModelHandler, PredictionResult
 
 from models.checkpoint import load_checkpoint
 from models.device import resolve_device
 from models.inference import FramePredictor
-from transforms.elements import FaceScore
+from transforms.elements import METRICS_NAMESPACE, FaceScore
 
 logger = logging.getLogger(__name__)
 
@@ -28,17 +30,19 @@ class FrameModelHandler(ModelHandler[np.ndarray, FaceScore, FramePredictor]):
         checkpoint: Optional[str],
         *,
         device: str = "auto",
-        batch_size: int = 32,
+        batch_size: int = 8,
         model_copies: Optional[int] = None,
+        optimize: bool = True,
     ):
         super().__init__(min_batch_size=1, max_batch_size=batch_size, model_copies=model_copies)
         self._checkpoint = checkpoint
         self._device = device
+        self._optimize = optimize
 
     def load_model(self) -> FramePredictor:
         device = resolve_device(self._device)
         checkpoint = load_checkpoint(self._checkpoint, map_location="cpu")
-        predictor = FramePredictor(checkpoint, device)
+        predictor = FramePredictor(checkpoint, device, optimize=self._optimize)
         logger.info("frame model %s loaded on %s", checkpoint.card.name, predictor.device_name)
         return predictor
 
@@ -48,7 +52,9 @@ class FrameModelHandler(ModelHandler[np.ndarray, FaceScore, FramePredictor]):
         model: FramePredictor,
         inference_args: Optional[dict[str, Any]] = None,
     ) -> Iterable[PredictionResult]:
+        start = time.perf_counter()
         probs, embeddings = model(np.stack(batch))
+        Metrics.distribution(METRICS_NAMESPACE, "score_ms").update(int((time.perf_counter() - start) * 1000))
         # The crop is not echoed back as the example: nothing downstream needs pixels.
         return [
             PredictionResult(None, FaceScore(float(p), e, model.device_name))
