@@ -175,6 +175,7 @@ def build_scan_pipeline(pipeline: beam.Pipeline, plan: ScanPlan) -> beam.PCollec
         device=config.model.device,
         batch_size=config.model.batch_size,
         model_copies=config.model.model_copies,
+        optimize=config.model.optimize,
     )
     previous = None
     if plan.previous:
@@ -201,8 +202,36 @@ def run_scan(plan: ScanPlan, options=None, test_pipeline: Optional[beam.Pipeline
         logger.info("dry run: the scan translated for %s; nothing ran", type(pipeline.runner).__name__)
         return result
     _remove_stale_staging(plan)
-    _write_run_record(plan, started)
+    _write_run_record(plan, started, job_metrics(result))
     return result
+
+
+def job_metrics(result) -> dict:
+    """The job's counters and stage timers (seconds spent per stage, summed over workers)."""
+    from apache_beam.metrics.metric import MetricsFilter
+
+    from transforms.elements import METRICS_NAMESPACE
+
+    try:
+        found = result.metrics().query(MetricsFilter().with_namespace(METRICS_NAMESPACE))
+    except Exception as e:  # a runner without metrics support: the record goes without them
+        logger.warning("job metrics unavailable: %s", e)
+        return {}
+
+    def value(m):
+        return m.committed if m.committed is not None else m.attempted
+
+    stages, calls = {}, {}
+    for m in found.get("distributions", []):
+        name = m.key.metric.name
+        if name.endswith("_ms") and value(m) is not None:
+            stages[name[:-3]] = stages.get(name[:-3], 0.0) + value(m).sum / 1000.0
+            calls[name[:-3]] = calls.get(name[:-3], 0) + value(m).count
+    counters = {}
+    for m in found.get("counters", []):
+        if value(m) is not None:
+            counters[m.key.metric.name] = counters.get(m.key.metric.name, 0) + int(value(m))
+    return {"stage_seconds": stages, "stage_calls": calls, "counters": counters}
 
 
 def is_dry_run(options) -> bool:
@@ -223,7 +252,7 @@ def _remove_stale_staging(plan: ScanPlan) -> None:
         fs.rm(path, recursive=True)
 
 
-def _write_run_record(plan: ScanPlan, started: dt.datetime) -> None:
+def _write_run_record(plan: ScanPlan, started: dt.datetime, metrics: Optional[dict] = None) -> None:
     record = {
         "scan_id": plan.run.scan_id,
         "started_at": started.isoformat(),
@@ -237,6 +266,7 @@ def _write_run_record(plan: ScanPlan, started: dt.datetime) -> None:
         "threshold": plan.run.threshold,
         "package_version": plan.run.package_version,
         "verdicts": plan.verdicts_dir,
+        **(metrics or {}),
     }
     with fsspec.open(plan.output_dir.rstrip("/") + "/run.json", "w") as f:
         json.dump(record, f, indent=2)

@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import logging
+import time
 from typing import Iterable, Optional
 
 import apache_beam as beam
@@ -12,8 +13,7 @@ from apache_beam.utils import shared
 from models.checkpoint import load_checkpoint
 from models.inference import SequencePredictor
 from models.device import resolve_device
-from transforms.elements import ERROR, OK, ScoredMedia
-from transforms.extract import METRICS_NAMESPACE
+from transforms.elements import ERROR, METRICS_NAMESPACE, OK, ScoredMedia
 from transforms.media import first_line
 from transforms.verdicts import RunInfo, verdict_row
 
@@ -64,11 +64,13 @@ class AggregateVerdictsFn(beam.DoFn):
         self._model = self._shared.acquire(load, tag=f"sequence:{self._checkpoint}")
 
     def process(self, scored: ScoredMedia) -> Iterable[dict]:
+        start = time.perf_counter()
         try:
             row = self._judge(scored)
         except Exception as e:  # never let one input take the job down
             logger.exception("aggregation failed for %r", scored.media.info.uri)
             row = verdict_row(scored.media, self._run, status=ERROR, error=f"{type(e).__name__}: {first_line(e)}")
+        Metrics.distribution(METRICS_NAMESPACE, "aggregate_ms").update(int((time.perf_counter() - start) * 1000))
         Metrics.counter(METRICS_NAMESPACE, f"verdict_{row['status']}").inc()
         if row["label"]:
             Metrics.counter(METRICS_NAMESPACE, f"label_{row['label']}").inc()

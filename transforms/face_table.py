@@ -8,8 +8,7 @@ import pyarrow as pa
 from apache_beam.metrics import Metrics
 
 from models.preprocess import encode_crop
-from transforms.elements import OK, ExtractedMedia
-from transforms.extract import METRICS_NAMESPACE
+from transforms.elements import METRICS_NAMESPACE, OK, ExtractedMedia
 
 FACE_SCHEMA = pa.schema(
     [

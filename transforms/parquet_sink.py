@@ -11,6 +11,7 @@ folder without it is incomplete (being replaced, or left by a killed run), and
 from __future__ import annotations
 
 import logging
+import time
 import uuid
 from typing import Optional
 
@@ -18,7 +19,10 @@ import apache_beam as beam
 import fsspec
 import pyarrow as pa
 import pyarrow.parquet as pq
+from apache_beam.metrics import Metrics
 from apache_beam.transforms.window import GlobalWindows
+
+from transforms.elements import METRICS_NAMESPACE
 
 logger = logging.getLogger(__name__)
 
@@ -49,9 +53,11 @@ class _WriteShardsFn(beam.DoFn):
             yield GlobalWindows.windowed_value(self._flush())
 
     def _flush(self) -> str:
+        start = time.perf_counter()
         path = f"{self._staging_dir}/part-{uuid.uuid4().hex}.parquet"
         write_table(pa.Table.from_pylist(self._rows, schema=self._schema), path)
         self._rows = []
+        Metrics.distribution(METRICS_NAMESPACE, "write_ms").update(int((time.perf_counter() - start) * 1000))
         return path
 
 
