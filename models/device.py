@@ -31,3 +31,9 @@ def describe_device(device: torch.device) -> str:
         index = device.index if device.index is not None else torch.cuda.current_device()
         return f"cuda:{index} ({torch.cuda.get_device_name(index)})"
     return device.type
+
+
+def set_torch_threads(threads: int) -> None:
+    """Intra-op threads for this process (0 leaves torch's default: one per core)."""
+    if threads > 0 and torch.get_num_threads() != threads:
+        torch.set_num_threads(threads)

@@ -53,6 +53,7 @@ class DecodeConfig:
     max_pixels: int = 40_000_000  # larger frames (over 8K UHD) are refused: status too_large
     max_file_mb: float = 20480.0  # larger files are refused before reading: status too_large
     max_duration_s: float = 14400.0  # longer videos are refused: status too_large
+    threads: int = 1  # decoding threads per decoder process (more did not help decord on 2 cores)
 
     def validate(self) -> None:
         from transforms.decoders import validate_decoder_name
@@ -72,6 +73,7 @@ class DecodeConfig:
         _positive("decode.max_pixels", self.max_pixels)
         _positive("decode.max_file_mb", self.max_file_mb)
         _positive("decode.max_duration_s", self.max_duration_s)
+        _positive("decode.threads", self.threads)
 
 
 @dataclass
@@ -118,11 +120,13 @@ class ModelConfig:
     device: str = "auto"  # "auto": CUDA when visible, else CPU; "cuda" fails loudly without a GPU
     batch_size: int = 8  # face crops per model call: 8 is fastest per crop on CPU; ~128 on a GPU
     optimize: bool = True  # CPU: trace and freeze the frame model (TorchScript), about 1.5x faster
+    torch_threads: int = 0  # intra-op threads of the worker process (MTCNN and the models); 0: one per core
     model_copies: Optional[int] = None  # share this many copies across a worker's processes (GPU)
 
     def validate(self) -> None:
         _choice("model.device", self.device, ("auto", "cpu", "cuda"))
         _positive("model.batch_size", self.batch_size)
+        _non_negative("model.torch_threads", self.torch_threads)
         if self.model_copies is not None:
             _positive("model.model_copies", self.model_copies)
 

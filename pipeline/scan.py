@@ -176,6 +176,7 @@ def build_scan_pipeline(pipeline: beam.Pipeline, plan: ScanPlan) -> beam.PCollec
         batch_size=config.model.batch_size,
         model_copies=config.model.model_copies,
         optimize=config.model.optimize,
+        torch_threads=config.model.torch_threads,
     )
     previous = None
     if plan.previous:

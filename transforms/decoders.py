@@ -179,7 +179,7 @@ class DecordDecoder:
 
     name = "decord"
 
-    def __init__(self, path: str, max_side: int, max_pixels: int):
+    def __init__(self, path: str, max_side: int, max_pixels: int, threads: int = 1):
         import decord
 
         facts = None
@@ -195,7 +195,7 @@ class DecordDecoder:
         display = (facts.height, facts.width) if quarter else (facts.width, facts.height) if facts else None
         size = fit_size(*display, max_side) if display else (-1, -1)
         try:
-            self._reader = decord.VideoReader(path, ctx=decord.cpu(0), width=size[0], height=size[1], num_threads=1)
+            self._reader = decord.VideoReader(path, ctx=decord.cpu(0), width=size[0], height=size[1], num_threads=threads)
         except Exception as e:  # decord raises DECORDError and RuntimeError
             raise MediaError(UNREADABLE, f"cannot open the video: {first_line(e)}") from None
         num_frames = len(self._reader)
@@ -256,7 +256,7 @@ class PyAVDecoder:
     name = "pyav"
     _SEQUENTIAL_UP_TO = 1500  # frames; beyond this, seek to each clip by its timestamp
 
-    def __init__(self, path: str, max_side: int, max_pixels: int):
+    def __init__(self, path: str, max_side: int, max_pixels: int, threads: int = 1):
         import av
 
         facts = _container_facts(path)
@@ -267,6 +267,7 @@ class PyAVDecoder:
             raise MediaError(UNREADABLE, f"cannot open the file: {first_line(e)}") from None
         self._stream = self._container.streams.video[0]
         self._stream.thread_type = "AUTO"
+        self._stream.thread_count = threads
         self._size = fit_size(facts.width, facts.height, max_side)
         self._rotation = facts.rotation
         fps = facts.fps
@@ -349,7 +350,7 @@ class PillowDecoder:
 
     name = "pillow"
 
-    def __init__(self, path: str, max_side: int, max_pixels: int):
+    def __init__(self, path: str, max_side: int, max_pixels: int, threads: int = 1):
         from PIL import Image, ImageOps
 
         Image.MAX_IMAGE_PIXELS = None  # our own limit below, with our own status
@@ -385,6 +386,13 @@ class PillowDecoder:
 
 
 BUILTIN = {"decord": DecordDecoder, "pyav": PyAVDecoder, "pillow": PillowDecoder}
+
+
+def open_decoder(name: str, path: str, max_side: int, max_pixels: int, threads: int = 1):
+    """An opened decoder; ``threads`` reaches the built-in ones (others take the first three)."""
+    if name in BUILTIN:
+        return BUILTIN[name](path, max_side, max_pixels, threads=threads)
+    return decoder_class(name)(path, max_side, max_pixels)
 
 
 def decoder_class(name: str):

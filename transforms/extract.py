@@ -18,7 +18,7 @@ import numpy as np
 from apache_beam.metrics import Metrics
 
 from models.align import align_face, alignment_matrix
-from models.device import resolve_device
+from models.device import resolve_device, set_torch_threads
 from models.faces import FaceDetector, FrameFaces
 from models.keyframes import fill_between, keyframe_positions, undecided_positions
 from models.tracking import box_iou, link_tracks
@@ -130,7 +130,7 @@ class FaceExtractor:
         return ExtractedMedia(info, status, "; ".join(failures))
 
     def _decode_and_detect(self, decoder: str, path: str, info: MediaInfo) -> ExtractedMedia:
-        probe = self.sandbox.open(decoder, path, self.decode.max_side, self.decode.max_pixels)
+        probe = self.sandbox.open(decoder, path, self.decode.max_side, self.decode.max_pixels, self.decode.threads)
         info = dataclasses.replace(
             info,
             duration_s=probe.duration_s if info.media_type == "video" else None,
@@ -256,7 +256,7 @@ class FaceExtractor:
         name = "pillow" if media_type == "image" else (decoder or self.decode.decoders[0])
         with media.staged(uri) as path:
             try:
-                probe = self.sandbox.open(name, path, self.decode.max_side, self.decode.max_pixels)
+                probe = self.sandbox.open(name, path, self.decode.max_side, self.decode.max_pixels, self.decode.threads)
                 clip = self.sandbox.read([int(i) for i in frame_indices])
             finally:
                 self.sandbox.close_input()
@@ -291,6 +291,7 @@ class ExtractFacesFn(beam.DoFn):
         self._extractor: Optional[FaceExtractor] = None
 
     def setup(self) -> None:
+        set_torch_threads(self._config.model.torch_threads)
         faces = self._config.faces
         detector = FaceDetector(
             detect_size=faces.detect_size,

@@ -10,7 +10,7 @@ from apache_beam.metrics import Metrics
 from apache_beam.ml.inference.base import ModelHandler, PredictionResult
 
 from models.checkpoint import load_checkpoint
-from models.device import resolve_device
+from models.device import resolve_device, set_torch_threads
 from models.inference import FramePredictor
 from transforms.elements import METRICS_NAMESPACE, FaceScore
 
@@ -33,13 +33,16 @@ class FrameModelHandler(ModelHandler[np.ndarray, FaceScore, FramePredictor]):
         batch_size: int = 8,
         model_copies: Optional[int] = None,
         optimize: bool = True,
+        torch_threads: int = 0,
     ):
         super().__init__(min_batch_size=1, max_batch_size=batch_size, model_copies=model_copies)
         self._checkpoint = checkpoint
         self._device = device
         self._optimize = optimize
+        self._torch_threads = torch_threads
 
     def load_model(self) -> FramePredictor:
+        set_torch_threads(self._torch_threads)
         device = resolve_device(self._device)
         checkpoint = load_checkpoint(self._checkpoint, map_location="cpu")
         predictor = FramePredictor(checkpoint, device, optimize=self._optimize)

@@ -34,7 +34,7 @@ from typing import BinaryIO, Optional, Sequence
 
 import numpy as np
 
-from transforms.decoders import Clip, HeldClip, Probe, decoder_class
+from transforms.decoders import Clip, HeldClip, Probe, open_decoder
 from transforms.elements import TIMEOUT, UNREADABLE
 from transforms.media import MediaError, first_line
 
@@ -67,13 +67,13 @@ class DecoderSandbox:
 
     # ------------------------------------------------------------ public
 
-    def open(self, decoder: str, path: str, max_side: int, max_pixels: int) -> Probe:
+    def open(self, decoder: str, path: str, max_side: int, max_pixels: int, threads: int = 1) -> Probe:
         self._deadline = time.monotonic() + self.timeout_s
         if not self.isolate:
-            self._local = decoder_class(decoder)(path, max_side, max_pixels)
+            self._local = open_decoder(decoder, path, max_side, max_pixels, threads)
             return self._local.probe
         reply = self._request({"cmd": "open", "decoder": decoder, "path": path, "max_side": max_side,
-                               "max_pixels": max_pixels})
+                               "max_pixels": max_pixels, "threads": threads})
         return Probe(**reply["probe"])
 
     def read(self, indices: Sequence[int]) -> Clip:
@@ -293,8 +293,8 @@ def _serve(inbox: BinaryIO, outbox: BinaryIO) -> None:
                     decoder.close()
                 decoder = held = None
                 name = request["decoder"]
-                cls = decoder_class(name)
-                decoder = cls(request["path"], request["max_side"], request["max_pixels"])
+                decoder = open_decoder(name, request["path"], request["max_side"], request["max_pixels"],
+                                       request.get("threads", 1))
                 send({"probe": decoder.probe.to_dict()})
             elif cmd == "read":
                 clip = decoder.read(request["indices"])
