@@ -164,6 +164,7 @@ class FaceExtractor:
         tracks: list[FaceTrackCrops] = []
         notes: list[str] = []
         sampled = repeats = 0
+        self.sandbox.plan(clips)  # the next clip decodes while this one's faces are found
         for clip_index, indices in enumerate(clips):
             with self._timed("decode"):
                 held = self.sandbox.hold(indices)

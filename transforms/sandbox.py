@@ -34,7 +34,7 @@ from typing import BinaryIO, Optional, Sequence
 
 import numpy as np
 
-from transforms.decoders import Clip, HeldClip, Probe, open_decoder
+from transforms.decoders import Clip, ClipReader, HeldClip, Probe, open_decoder
 from transforms.elements import TIMEOUT, UNREADABLE
 from transforms.media import MediaError, first_line
 
@@ -63,6 +63,7 @@ class DecoderSandbox:
         self._deadline = 0.0
         self._local = None  # the in-process decoder when isolate=False
         self._held: Optional[HeldClip] = None  # the in-process held clip when isolate=False
+        self._reader: Optional[ClipReader] = None  # the in-process clip reader when isolate=False
         self.children_started = 0
 
     # ------------------------------------------------------------ public
@@ -78,12 +79,26 @@ class DecoderSandbox:
 
     def read(self, indices: Sequence[int]) -> Clip:
         if not self.isolate:
-            return self._local.read(indices)
+            return _take(self._reader, self._local, indices)
         reply = self._request({"cmd": "read", "indices": [int(i) for i in indices]})
         shape = tuple(int(v) for v in reply["shape"])
         frames = np.empty(shape, np.uint8)
         self._read_into(memoryview(frames).cast("B"))
         return Clip(frames, reply["timestamps"], reply["indices"], reply["notes"])
+
+    def plan(self, clips: Sequence[Sequence[int]]) -> None:
+        """Start decoding ``clips`` in order, one ahead of the ``hold`` calls that will ask for them."""
+        clips = [[int(i) for i in c] for c in clips]
+        if not self.isolate:
+            self._stop_reader()
+            self._reader = ClipReader(self._local, clips)
+            return
+        self._request({"cmd": "plan", "clips": clips})
+
+    def _stop_reader(self) -> None:
+        if self._reader is not None:
+            self._reader.close()
+            self._reader = None
 
     def hold(self, indices: Sequence[int]) -> dict:
         """Decode ``indices`` and keep the frames in the decoder process.
@@ -93,7 +108,8 @@ class DecoderSandbox:
         replaces any earlier one.
         """
         if not self.isolate:
-            self._held = HeldClip(self._local.read(indices))
+            self._held = None
+            self._held = HeldClip(_take(self._reader, self._local, indices))
             return self._held.summary()
         return self._request({"cmd": "hold", "indices": [int(i) for i in indices]})
 
@@ -123,6 +139,7 @@ class DecoderSandbox:
     def close_input(self) -> None:
         """Forget the open input (the child stays up for the next one)."""
         if not self.isolate:
+            self._stop_reader()
             if self._local is not None:
                 self._local.close()
             self._local = None
@@ -268,10 +285,32 @@ class DecoderSandbox:
 # ---------------------------------------------------------------- the child
 
 
+def _take(reader: Optional[ClipReader], decoder, indices: Sequence[int]) -> Clip:
+    """A clip from the planned reader when it is the next one planned, else decoded now.
+
+    An unplanned request stops the reader first: the decoder serves one thread at a time.
+    """
+    number = reader.planned(indices) if reader is not None else None
+    if number is not None:
+        return reader.get(number)
+    if reader is not None:
+        reader.close()
+    return decoder.read(indices)
+
+
 def _serve(inbox: BinaryIO, outbox: BinaryIO) -> None:
     decoder = None
     held: Optional[HeldClip] = None
+    reader: Optional[ClipReader] = None
     name = "decoder"
+
+    def forget() -> None:
+        nonlocal decoder, held, reader
+        if reader is not None:
+            reader.close()  # before the decoder it uses is closed
+        if decoder is not None:
+            decoder.close()
+        decoder = held = reader = None
 
     def send(message: dict, data: Optional[memoryview] = None) -> None:
         payload = json.dumps(message).encode()
@@ -289,24 +328,27 @@ def _serve(inbox: BinaryIO, outbox: BinaryIO) -> None:
         cmd = request["cmd"]
         try:
             if cmd == "open":
-                if decoder is not None:
-                    decoder.close()
-                decoder = held = None
+                forget()
                 name = request["decoder"]
                 decoder = open_decoder(name, request["path"], request["max_side"], request["max_pixels"],
                                        request.get("threads", 1))
                 send({"probe": decoder.probe.to_dict()})
             elif cmd == "read":
-                clip = decoder.read(request["indices"])
+                clip = _take(reader, decoder, request["indices"])
                 frames = np.ascontiguousarray(clip.frames, dtype=np.uint8)
                 send(
                     {"shape": list(frames.shape), "timestamps": clip.timestamps, "indices": clip.indices,
                      "notes": clip.notes},
                     memoryview(frames).cast("B"),
                 )
+            elif cmd == "plan":
+                if reader is not None:
+                    reader.close()
+                reader = ClipReader(decoder, request["clips"])
+                send({})
             elif cmd == "hold":
-                held = None  # free the previous clip before decoding the next
-                held = HeldClip(decoder.read(request["indices"]))
+                held = None  # free the previous clip before taking the next
+                held = HeldClip(_take(reader, decoder, request["indices"]))
                 send(held.summary())
             elif cmd in ("downscaled", "warp"):
                 if held is None:
@@ -318,10 +360,7 @@ def _serve(inbox: BinaryIO, outbox: BinaryIO) -> None:
                     pixels = held.warp(request["positions"], matrices, request["size"])
                 send({"shape": list(pixels.shape)}, memoryview(np.ascontiguousarray(pixels)).cast("B"))
             elif cmd == "close":
-                if decoder is not None:
-                    decoder.close()
-                decoder = None
-                held = None
+                forget()
                 send({})
             else:
                 send({"error": f"unknown request {cmd!r}"})
