@@ -3,6 +3,7 @@
 #   ./run_local.sh        set up .venv (first run only), make the sample archive, scan it
 #   ./run_local.sh test   set up .venv (first run only), run the test suite
 #   ./run_local.sh train-demo   rebuild models/weights/demo.pt from generated data (CPU, ~1 h)
+#   ./run_local.sh bench [ARGS]  the performance benchmark (python -m bench; see README, Performance)
 # Extra arguments after 'test' go to pytest; after nothing, to 'deepfake-scan scan'.
 set -euo pipefail
 cd "$(dirname "$0")"
@@ -52,8 +53,13 @@ case "${1:-}" in
     "$ds" evaluate --checkpoint models/weights/demo.pt --data data/trainset/manifest.csv \
       --split test --output outputs/demo_metrics.json
     ;;
+  bench)
+    shift
+    setup
+    exec "$VENV/bin/python" -m bench "$@"
+    ;;
   -h|--help)
-    sed -n '2,6p' "$0"
+    sed -n '2,7p' "$0"
     ;;
   *)
     setup

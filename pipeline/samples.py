@@ -81,7 +81,7 @@ class SampleItem:
 
 
 @dataclass(frozen=True)
-class _Spec:
+class SampleSpec:
     """Recipe of one item. ``who``: space-separated ``astronaut`` / ``lfw<index>`` identities."""
 
     name: str
@@ -95,6 +95,7 @@ class _Spec:
     seconds: float = 0.0
     crf: int = 23
     preset: str = "veryfast"
+    keyframe_every_s: float = 0.0  # 0: x264's default (at most 250 frames between keyframes)
 
     @property
     def identities(self) -> tuple[str, ...]:
@@ -104,37 +105,37 @@ class _Spec:
 _P240, _P360, _P480, _P720, _P1080 = (320, 240), (640, 360), (854, 480), (1280, 720), (1920, 1080)
 _UF, _SB, _FS = "ultrafast", SELF_BLEND, FACE_SWAP
 _FULL = (
-    _Spec("real_000", _P360, "lfw31", background="brick", fps=30, seconds=4),
-    _Spec("real_001", _P720, "lfw26", background="grass", face_height=0.34, fps=24, seconds=3,
+    SampleSpec("real_000", _P360, "lfw31", background="brick", fps=30, seconds=4),
+    SampleSpec("real_001", _P720, "lfw26", background="grass", face_height=0.34, fps=24, seconds=3,
           crf=20),
-    _Spec("real_002", _P480, "lfw2", fps=25, seconds=5, crf=28, preset=_UF),
-    _Spec("real_003", _P360, "lfw44", background="grass", fps=24, seconds=8, crf=30, preset=_UF),
-    _Spec("real_two_faces_004", _P720, "lfw46 lfw41", background="brick", face_height=0.3,
+    SampleSpec("real_002", _P480, "lfw2", fps=25, seconds=5, crf=28, preset=_UF),
+    SampleSpec("real_003", _P360, "lfw44", background="grass", fps=24, seconds=8, crf=30, preset=_UF),
+    SampleSpec("real_two_faces_004", _P720, "lfw46 lfw41", background="brick", face_height=0.3,
           fps=30, seconds=4, preset=_UF),
-    _Spec("real_no_face_005", _P360, background="rocket", fps=30, seconds=3, crf=25),
-    _Spec("fake_self_blend_006", _P1080, "astronaut", _SB, face_height=0.22, fps=25, seconds=3,
+    SampleSpec("real_no_face_005", _P360, background="rocket", fps=30, seconds=3, crf=25),
+    SampleSpec("fake_self_blend_006", _P1080, "astronaut", _SB, face_height=0.22, fps=25, seconds=3,
           crf=24, preset=_UF),
-    _Spec("fake_self_blend_007", _P360, "lfw99", _SB, background="brick", fps=30, seconds=4,
+    SampleSpec("fake_self_blend_007", _P360, "lfw99", _SB, background="brick", fps=30, seconds=4,
           crf=26),
-    _Spec("fake_self_blend_008", _P720, "lfw21", _SB, face_height=0.34, fps=24, seconds=3, crf=18),
-    _Spec("fake_face_swap_009", _P360, "lfw3", _FS, "lfw29", "grass", fps=24, seconds=5),
-    _Spec("fake_face_swap_010", _P480, "lfw77", _FS, "lfw22", "brick", fps=30, seconds=4, crf=28,
+    SampleSpec("fake_self_blend_008", _P720, "lfw21", _SB, face_height=0.34, fps=24, seconds=3, crf=18),
+    SampleSpec("fake_face_swap_009", _P360, "lfw3", _FS, "lfw29", "grass", fps=24, seconds=5),
+    SampleSpec("fake_face_swap_010", _P480, "lfw77", _FS, "lfw22", "brick", fps=30, seconds=4, crf=28,
           preset=_UF),
-    _Spec("fake_face_swap_011", _P720, "lfw87", _FS, "lfw94", face_height=0.34, fps=25,
+    SampleSpec("fake_face_swap_011", _P720, "lfw87", _FS, "lfw94", face_height=0.34, fps=25,
           seconds=3, crf=21),
-    _Spec("still_real", (640, 480), "lfw43", background="grass"),
-    _Spec("still_fake_face_swap", (640, 480), "lfw79", _FS, "lfw17", "brick"),
+    SampleSpec("still_real", (640, 480), "lfw43", background="grass"),
+    SampleSpec("still_fake_face_swap", (640, 480), "lfw79", _FS, "lfw17", "brick"),
 )
 _SMALL = (
-    _Spec("real_000", _P240, "lfw31", background="brick", face_height=0.48, fps=24, seconds=1.5),
-    _Spec("fake_self_blend_001", _P240, "lfw99", _SB, face_height=0.48, fps=24, seconds=1.5),
-    _Spec("fake_face_swap_002", _P240, "lfw3", _FS, "lfw29", "grass", 0.48, fps=30, seconds=1.5,
+    SampleSpec("real_000", _P240, "lfw31", background="brick", face_height=0.48, fps=24, seconds=1.5),
+    SampleSpec("fake_self_blend_001", _P240, "lfw99", _SB, face_height=0.48, fps=24, seconds=1.5),
+    SampleSpec("fake_face_swap_002", _P240, "lfw3", _FS, "lfw29", "grass", 0.48, fps=30, seconds=1.5,
           crf=26),
-    _Spec("real_two_faces_003", (480, 270), "lfw46 lfw41", background="brick", face_height=0.46,
+    SampleSpec("real_two_faces_003", (480, 270), "lfw46 lfw41", background="brick", face_height=0.46,
           fps=25, seconds=1.5),
-    _Spec("real_no_face_004", _P240, background="rocket", fps=24, seconds=1.5),
-    _Spec("still_real", _P240, "lfw43", background="grass", face_height=0.48),
-    _Spec("still_fake_face_swap", _P240, "lfw79", _FS, "lfw17", face_height=0.48),
+    SampleSpec("real_no_face_004", _P240, background="rocket", fps=24, seconds=1.5),
+    SampleSpec("still_real", _P240, "lfw43", background="grass", face_height=0.48),
+    SampleSpec("still_fake_face_swap", _P240, "lfw79", _FS, "lfw17", face_height=0.48),
 )
 
 
@@ -147,7 +148,7 @@ class _Portrait:
     box: np.ndarray
 
 
-class _Faces:
+class FaceSource:
     """Portraits of the source identities; MTCNN is built on first use."""
 
     def __init__(self) -> None:
@@ -256,7 +257,7 @@ def _paste(scene: np.ndarray, portrait: _Portrait, centre: np.ndarray) -> np.nda
     return portrait.box + (x0, y0, x0, y0)
 
 
-def _manipulate(portrait: _Portrait, spec: _Spec, faces: _Faces,
+def _manipulate(portrait: _Portrait, spec: SampleSpec, faces: FaceSource,
                 rng: np.random.Generator) -> _Portrait:
     """Apply the spec's manipulation to the face texture."""
     if spec.manipulation == SELF_BLEND:
@@ -270,7 +271,7 @@ def _manipulate(portrait: _Portrait, spec: _Spec, faces: _Faces,
     return _Portrait(result.image, portrait.landmarks, portrait.box)
 
 
-def _compose(spec: _Spec, faces: _Faces, rng: np.random.Generator,
+def _compose(spec: SampleSpec, faces: FaceSource, rng: np.random.Generator,
              fake_rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray]:
     """The scene (in frame pixels, larger than the frame) and its ``(k, 4)`` face boxes."""
     (width, height), identities = spec.size, spec.identities
@@ -288,7 +289,7 @@ def _compose(spec: _Spec, faces: _Faces, rng: np.random.Generator,
     return scene, np.array(boxes, dtype=np.float64).reshape(-1, 4)
 
 
-def _camera(spec: _Spec, scene_size: tuple[int, int], count: int,
+def _camera(spec: SampleSpec, scene_size: tuple[int, int], count: int,
             rng: np.random.Generator) -> np.ndarray:
     """``(count, 2, 3)`` scene-to-frame matrices: slow pan and zoom plus hand-held shake."""
     width, height = spec.size
@@ -315,7 +316,7 @@ def _camera(spec: _Spec, scene_size: tuple[int, int], count: int,
     return matrices
 
 
-def _check_framing(spec: _Spec, matrices: np.ndarray, boxes: np.ndarray,
+def _check_framing(spec: SampleSpec, matrices: np.ndarray, boxes: np.ndarray,
                    scene_size: tuple[int, int]) -> None:
     """Raise if a face leaves the frame, or the frame sees past the scene, in any frame."""
     width, height = spec.size
@@ -338,15 +339,17 @@ def _frames(scene: np.ndarray, matrices: np.ndarray, size: tuple[int, int]) -> I
                              borderMode=cv2.BORDER_REFLECT_101)
 
 
-def _write_video(path: str, frames: Iterator[np.ndarray], spec: _Spec) -> None:
+def _write_video(path: str, frames: Iterator[np.ndarray], spec: SampleSpec) -> None:
     """Encode RGB frames as H.264 (libx264, yuv420p) in MP4."""
     with av.open(path, mode="w", format="mp4") as container:
         # Byte-identical output needs a fixed thread count (x264's output depends on it) and
         # no macroblock-tree rate control: with it, the libx264 bundled with PyAV gives
         # different bytes from run to run for identical frames.
-        stream = container.add_stream("libx264", rate=spec.fps, options={
-            "crf": str(spec.crf), "preset": spec.preset, "threads": "2",
-            "x264-params": "mbtree=0"})
+        options = {"crf": str(spec.crf), "preset": spec.preset, "threads": "2",
+                   "x264-params": "mbtree=0"}
+        if spec.keyframe_every_s > 0:
+            options["g"] = str(max(1, int(round(spec.keyframe_every_s * spec.fps))))
+        stream = container.add_stream("libx264", rate=spec.fps, options=options)
         stream.width, stream.height = spec.size
         stream.pix_fmt = "yuv420p"
         for index, rgb in enumerate(frames):
@@ -356,7 +359,7 @@ def _write_video(path: str, frames: Iterator[np.ndarray], spec: _Spec) -> None:
         container.mux(stream.encode(None))
 
 
-def _make_item(spec: _Spec, index: int, out_dir: str, seed: int, faces: _Faces) -> SampleItem:
+def make_sample(spec: SampleSpec, index: int, out_dir: str, seed: int, faces: FaceSource) -> SampleItem:
     """Compose, film and write one item."""
     if spec.size[0] % 2 or spec.size[1] % 2:
         raise ValueError(f"{spec.name}: H.264 4:2:0 needs even dimensions")
@@ -413,11 +416,11 @@ def generate_samples(out_dir: str, *, seed: int = 0, small: bool = False) -> lis
     out_dir = os.path.abspath(out_dir)
     os.makedirs(out_dir, exist_ok=True)
     specs = _SMALL if small else _FULL
-    faces = _Faces()
+    faces = FaceSource()
     items = []
     for index, spec in enumerate(specs):
         item_start = time.perf_counter()
-        items.append(_make_item(spec, index, out_dir, seed, faces))
+        items.append(make_sample(spec, index, out_dir, seed, faces))
         logger.info("[%d/%d] %s (%s%s) in %.1f s", index + 1, len(specs),
                     os.path.basename(items[-1].uri), items[-1].label,
                     f", {spec.manipulation}" if spec.manipulation else "",

@@ -18,7 +18,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from models.manipulate import FACE_SWAP, SELF_BLEND
-from pipeline.samples import _Faces, _make_item, _Spec
+from pipeline.samples import FaceSource, make_sample, SampleSpec
 
 logger = logging.getLogger(__name__)
 
@@ -79,7 +79,7 @@ def generate_training_set(
     for name in ["astronaut", *names]:
         by_split.setdefault(splits[name], []).append(name)
     rng = np.random.default_rng([seed, 7])
-    faces = _Faces()
+    faces = FaceSource()
     items: list[TrainingItem] = []
     index = 0
     for split, members in sorted(by_split.items()):
@@ -99,11 +99,11 @@ def generate_training_set(
                 )
                 stem = f"{split}_{who}" + (f"_v{rep}" if rep else "")
                 for label, spec in (
-                    ("real", _Spec(f"{stem}_real", **common)),
-                    ("fake", _Spec(f"{stem}_{manipulation}", manipulation=manipulation, donor=donor, **common)),
+                    ("real", SampleSpec(f"{stem}_real", **common)),
+                    ("fake", SampleSpec(f"{stem}_{manipulation}", manipulation=manipulation, donor=donor, **common)),
                 ):
                     try:
-                        sample = _make_item(spec, index, out_dir, seed, faces)
+                        sample = make_sample(spec, index, out_dir, seed, faces)
                     except (RuntimeError, ValueError) as e:  # a source face MTCNN cannot find, or framing
                         logger.warning("skipping %s: %s", spec.name, e)
                         continue
