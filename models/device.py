@@ -37,3 +37,13 @@ def set_torch_threads(threads: int) -> None:
     """Intra-op threads for this process (0 leaves torch's default: one per core)."""
     if threads > 0 and torch.get_num_threads() != threads:
         torch.set_num_threads(threads)
+
+
+def native_bf16(device: torch.device) -> bool:
+    """Whether ``device`` computes in bfloat16 natively (CUDA Ampere+, CPUs with AMX or AVX512-BF16)."""
+    try:
+        if device.type == "cuda":
+            return bool(torch.cuda.is_bf16_supported())
+        return bool(torch.ops.mkldnn._is_mkldnn_bf16_supported())
+    except (AttributeError, RuntimeError):
+        return False

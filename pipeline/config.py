@@ -120,12 +120,14 @@ class ModelConfig:
     device: str = "auto"  # "auto": CUDA when visible, else CPU; "cuda" fails loudly without a GPU
     batch_size: int = 8  # face crops per model call: 8 is fastest per crop on CPU; ~128 on a GPU
     optimize: bool = True  # CPU: trace and freeze the frame model (TorchScript), about 1.5x faster
+    precision: str = "auto"  # "auto": bf16 where native (CUDA Ampere+, CPUs with AMX/AVX512-BF16), else fp32
     torch_threads: int = 0  # intra-op threads of the worker process (MTCNN and the models); 0: one per core
     model_copies: Optional[int] = None  # share this many copies across a worker's processes (GPU)
 
     def validate(self) -> None:
         _choice("model.device", self.device, ("auto", "cpu", "cuda"))
         _positive("model.batch_size", self.batch_size)
+        _choice("model.precision", self.precision, ("auto", "fp32", "bf16"))
         _non_negative("model.torch_threads", self.torch_threads)
         if self.model_copies is not None:
             _positive("model.model_copies", self.model_copies)

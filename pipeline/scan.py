@@ -177,6 +177,7 @@ def build_scan_pipeline(pipeline: beam.Pipeline, plan: ScanPlan) -> beam.PCollec
         model_copies=config.model.model_copies,
         optimize=config.model.optimize,
         torch_threads=config.model.torch_threads,
+        precision=config.model.precision,
     )
     previous = None
     if plan.previous:

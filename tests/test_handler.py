@@ -32,11 +32,11 @@ def crops(n, size=96, seed=0):
 def test_keys_survive_batching_and_scores_match_the_model():
     images = crops(11)
     keyed = [(CropKey(f"memory://v{i % 3}.mp4", i % 2, i), img) for i, img in enumerate(images)]
-    predictor = FramePredictor(load_checkpoint("untrained"), resolve_device("cpu"))
+    predictor = FramePredictor(load_checkpoint("untrained"), resolve_device("cpu"), precision="fp32")
     probs, embeddings = predictor(np.stack(images))
     expected = [(key, round(float(p), 4), embeddings.shape[1]) for (key, _), p in zip(keyed, probs)]
     BATCH_SIZES.clear()
-    handler = RecordingHandler("untrained", device="cpu", batch_size=4)
+    handler = RecordingHandler("untrained", device="cpu", batch_size=4, precision="fp32")
     with TestPipeline() as p:
         out = (
             p
@@ -54,7 +54,8 @@ def test_batching_settings_and_device_recorded():
     model = handler.load_model()
     results = list(handler.run_inference(crops(3), model))
     assert len(results) == 3
-    assert all(r.inference.device == "cpu" and 0.0 <= r.inference.fake_probability <= 1.0 for r in results)
+    assert all(r.inference.device in ("cpu", "cpu bf16") and 0.0 <= r.inference.fake_probability <= 1.0
+               for r in results)
     assert all(r.example is None for r in results)  # pixels are not echoed downstream
     assert handler.get_num_bytes(crops(2)) == 2 * 96 * 96 * 3
 
@@ -116,8 +117,8 @@ def build_scan_pipeline_with(pipeline, plan, handler):
 
 def test_the_optimized_cpu_model_gives_the_eager_models_outputs():
     checkpoint = load_checkpoint("untrained")
-    eager = FramePredictor(checkpoint, resolve_device("cpu"))
-    frozen = FramePredictor(load_checkpoint("untrained"), resolve_device("cpu"), optimize=True)
+    eager = FramePredictor(checkpoint, resolve_device("cpu"), precision="fp32")
+    frozen = FramePredictor(load_checkpoint("untrained"), resolve_device("cpu"), optimize=True, precision="fp32")
     assert isinstance(frozen.model, torch.jit.ScriptModule) and not isinstance(eager.model, torch.jit.ScriptModule)
     for n in (1, 5):  # traced with a batch of 2: other batch sizes work too
         images = np.stack(crops(n, size=224, seed=n))
@@ -134,3 +135,21 @@ def test_a_model_that_cannot_be_traced_runs_eagerly(caplog):
         predictor = FramePredictor(checkpoint, resolve_device("cpu"), optimize=True)
     probs, _ = predictor(np.stack(crops(2, size=224)))
     assert probs.shape == (2,) and "eager mode" in caplog.text
+
+
+def test_bf16_moves_the_demo_models_probabilities_by_little():
+    """bf16 autocast (the default where the CPU has AMX/AVX512-BF16, and on GPUs) against fp32, on real faces."""
+    from models.align import align_face
+    from models.faces import FaceDetector
+    from pipeline.scan import DEMO_CHECKPOINT
+    from tests.conftest import astronaut_scene
+
+    frames = np.stack([astronaut_scene(x=40 + 30 * i) for i in range(4)])
+    faces = FaceDetector(detect_size=640).detect(frames)
+    images = np.stack([align_face(f, d.landmarks[0], 224, 0.25)[0] for f, d in zip(frames, faces)])
+    fp32 = FramePredictor(load_checkpoint(DEMO_CHECKPOINT), resolve_device("cpu"), optimize=True, precision="fp32")
+    bf16 = FramePredictor(load_checkpoint(DEMO_CHECKPOINT), resolve_device("cpu"), optimize=True, precision="bf16")
+    assert fp32.device_name == "cpu" and bf16.device_name == "cpu bf16"
+    np.testing.assert_allclose(bf16(images)[0], fp32(images)[0], atol=0.02)
+    with pytest.raises(ValueError, match="valid: auto, fp32, bf16"):
+        FramePredictor(load_checkpoint("untrained"), resolve_device("cpu"), precision="fp16")

@@ -34,18 +34,20 @@ class FrameModelHandler(ModelHandler[np.ndarray, FaceScore, FramePredictor]):
         model_copies: Optional[int] = None,
         optimize: bool = True,
         torch_threads: int = 0,
+        precision: str = "auto",
     ):
         super().__init__(min_batch_size=1, max_batch_size=batch_size, model_copies=model_copies)
         self._checkpoint = checkpoint
         self._device = device
         self._optimize = optimize
         self._torch_threads = torch_threads
+        self._precision = precision
 
     def load_model(self) -> FramePredictor:
         set_torch_threads(self._torch_threads)
         device = resolve_device(self._device)
         checkpoint = load_checkpoint(self._checkpoint, map_location="cpu")
-        predictor = FramePredictor(checkpoint, device, optimize=self._optimize)
+        predictor = FramePredictor(checkpoint, device, optimize=self._optimize, precision=self._precision)
         logger.info("frame model %s loaded on %s", checkpoint.card.name, predictor.device_name)
         return predictor
 
