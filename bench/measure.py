@@ -69,9 +69,12 @@ def _tree_rss_mb(pid: int) -> float:
 
 
 def measure_scan(uris: Sequence[str], out_dir: str, overrides: Sequence[str] = (),
-                 checkpoint: str | None = None, interval_s: float = 0.25) -> ScanMeasurement:
+                 checkpoint: str | None = None, config: str | None = None,
+                 interval_s: float = 0.25) -> ScanMeasurement:
     """Scan ``uris`` with the real CLI into ``out_dir``; raises if the scan fails."""
     cmd = [sys.executable, "-m", "pipeline.cli", "scan", *uris, "--output", out_dir, "--quiet"]
+    if config:
+        cmd += ["--config", config]
     for o in overrides:
         cmd += ["--set", o]
     if checkpoint:

@@ -43,6 +43,8 @@ def parse_args(argv: Optional[Sequence[str]] = None) -> argparse.Namespace:
     p.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
                    help="scan config override, also applied to the baseline's sampling and detection")
     p.add_argument("--no-baseline", action="store_true", help="measure the scan job only")
+    p.add_argument("--no-dense", action="store_true",
+                   help="skip the scan with faces.detect_every=1 (what interpolated boxes are compared with)")
     p.add_argument("--fresh-baseline", action="store_true",
                    help="run the naive baseline even when this machine has its results for this archive")
     return p.parse_args(argv)
@@ -84,6 +86,17 @@ def compare_faces(rows: list[dict], baseline: dict[str, dict[int, np.ndarray]]) 
     }
 
 
+def _boxes_by_frame(rows: list[dict]) -> dict[str, dict[int, np.ndarray]]:
+    """``uri -> frame index -> (k, 4)`` boxes of a scan's verdict rows."""
+    out: dict[str, dict[int, list]] = {}
+    for row in rows:
+        frames = out.setdefault(row["uri"], {})
+        for track in row["tracks"] or []:
+            for index, box in zip(track["frame_indices"], track["boxes"]):
+                frames.setdefault(int(index), []).append(box)
+    return {uri: {i: np.asarray(b, np.float32).reshape(-1, 4) for i, b in f.items()} for uri, f in out.items()}
+
+
 def _video_cost(m: ScanMeasurement) -> float:
     """Seconds the job's stages spent on its inputs (no process start or model load)."""
     return sum(m.stage_seconds.get(s, 0.0) for s in ("extract", "score", "aggregate", "write"))
@@ -98,9 +111,7 @@ def run(args: argparse.Namespace) -> dict:
     logger.info("archive ready (%.0f s): %d videos", time.perf_counter() - started, len(videos))
     uris = [v.uri for v in videos]
     overrides = list(args.overrides)
-    if args.config:
-        overrides = []  # the YAML goes through --config below
-    scan_args = dict(overrides=overrides, checkpoint=args.checkpoint)
+    scan_args = dict(overrides=overrides, checkpoint=args.checkpoint, config=args.config)
     stamp = time.strftime("%Y%m%dT%H%M%S")
     logger.info("scanning the archive with the scan job")
     main = measure_scan(uris, os.path.join(work, f"scan-{stamp}", "all"), **scan_args)
@@ -110,6 +121,11 @@ def run(args: argparse.Namespace) -> dict:
     short_m = measure_scan([short.uri], os.path.join(work, f"scan-{stamp}", "short"), **scan_args)
     long_m = measure_scan([long.uri], os.path.join(work, f"scan-{stamp}", "long"), **scan_args) if long else None
 
+    dense = None
+    if not args.no_dense:
+        logger.info("scanning the archive again, detecting on every frame (faces.detect_every=1)")
+        dense = measure_scan(uris, os.path.join(work, f"scan-{stamp}", "dense"),
+                             **dict(scan_args, overrides=overrides + ["faces.detect_every=1"]))
     frames = main.counters.get("frames_sampled", 0)
     stages = main.stage_seconds
     extract_s = sum(stages.get(s, 0.0) for s in _EXTRACT_STAGES)
@@ -139,6 +155,9 @@ def run(args: argparse.Namespace) -> dict:
         "long_video_wall_s": long_m.wall_s if long_m else None,
         "long_over_short": (_video_cost(long_m) / _video_cost(short_m)) if long_m else None,
         "statuses": _count(r["status"] for r in main.rows),
+        "faces_vs_every_frame_detection": compare_faces(main.rows, _boxes_by_frame(dense.rows)) if dense else None,
+        "dense_detect_seconds": dense.stage_seconds.get("detect") if dense else None,
+        "config": args.config,
         "config_overrides": overrides,
     }
     if not args.no_baseline:
@@ -237,6 +256,11 @@ def format_table(r: dict) -> str:
     if r.get("long_video_seconds") is not None:
         lines.append(f"long / short video     {r['long_video_seconds']:.1f} s / {r['short_video_seconds']:.1f} s "
                      f"= {r['long_over_short']:.2f}x")
+    dense = r.get("faces_vs_every_frame_detection")
+    if dense and dense.get("boxes"):
+        lines.append(f"boxes vs every-frame   IoU mean {dense['iou_mean']:.3f}, 5th pct {dense['iou_p05']:.3f}, "
+                     f"{dense['fraction_iou_at_least_0_9']:.0%} >= 0.9 (the scan itself with faces.detect_every=1; "
+                     f"its detect stage took {r['dense_detect_seconds']:.0f} s)")
     faces = r.get("faces_vs_baseline")
     if faces and faces.get("boxes"):
         lines.append(f"boxes vs baseline      IoU mean {faces['iou_mean']:.3f}, 5th pct {faces['iou_p05']:.3f}, "

@@ -74,7 +74,7 @@ def test_good_videos_are_judged_with_evidence(scanned, scan_folder):
         assert row["status"] == "ok" and row["error"] is None
         assert 0.0 <= row["score"] <= 1.0 and row["label"] in ("real", "fake")
         assert row["num_tracks"] == item.faces == len(row["tracks"])
-        assert row["model_name"] == "untrained" and row["device"] == "cpu"
+        assert row["model_name"] == "untrained" and row["device"] in ("cpu", "cpu bf16")  # bf16 where native
         if item.kind == "image":
             assert row["media_type"] == "image" and row["aggregator"] == "frame" and row["frames_sampled"] == 1
             continue
@@ -85,6 +85,8 @@ def test_good_videos_are_judged_with_evidence(scanned, scan_folder):
         for track in row["tracks"]:
             n = len(track["frame_indices"])
             assert n >= 5 and len(track["timestamps"]) == len(track["boxes"]) == len(track["scores"]) == n
+            # MTCNN ran on every 12th frame of the clip; the boxes between are interpolated and say so
+            assert len(track["interpolated"]) == n and 0 < sum(track["interpolated"]) < n
             assert track["timestamps"][0] == pytest.approx(track["frame_indices"][0] / item.fps, abs=0.01)
             x1, y1, x2, y2 = track["boxes"][0]
             assert 0 <= x1 < x2 <= item.width and 0 <= y1 < y2 <= item.height
