@@ -53,7 +53,7 @@ class DecodeConfig:
     max_pixels: int = 40_000_000  # larger frames (over 8K UHD) are refused: status too_large
     max_file_mb: float = 20480.0  # larger files are refused before reading: status too_large
     max_duration_s: float = 14400.0  # longer videos are refused: status too_large
-    threads: int = 1  # decoding threads per decoder process (more did not help decord on 2 cores)
+    threads: int = 0  # decoding threads per decoder process; 0: the decoder's default (decord 1, FFmpeg per core)
 
     def validate(self) -> None:
         from transforms.decoders import validate_decoder_name
@@ -73,7 +73,7 @@ class DecodeConfig:
         _positive("decode.max_pixels", self.max_pixels)
         _positive("decode.max_file_mb", self.max_file_mb)
         _positive("decode.max_duration_s", self.max_duration_s)
-        _positive("decode.threads", self.threads)
+        _non_negative("decode.threads", self.threads)
 
 
 @dataclass

@@ -246,7 +246,7 @@ def _container_facts(path: str) -> _Container:
 class DecordDecoder:
     """decord's ``VideoReader``: one seek and one ``get_batch`` per clip.
 
-    The reader is opened for each ``read`` and freed right after: an open
+    The reader is freed after each ``read`` and opened again for the next: an open
     decord 0.6 reader keeps a decoding thread spinning on a full core while it
     waits (measured: 3.0 s of CPU in 3 s idle), which on a 2-core worker
     halves what face detection and the model get. Reopening costs 20-80 ms.
@@ -254,8 +254,7 @@ class DecordDecoder:
 
     name = "decord"
 
-    def __init__(self, path: str, max_side: int, max_pixels: int, threads: int = 1):
-
+    def __init__(self, path: str, max_side: int, max_pixels: int, threads: int = 0):
         facts = None
         try:
             facts = _container_facts(path)
@@ -268,7 +267,8 @@ class DecordDecoder:
         quarter = facts is not None and (facts.rotation // 90) % 2 == 1
         display = (facts.height, facts.width) if quarter else (facts.width, facts.height) if facts else None
         size = fit_size(*display, max_side) if display else (-1, -1)
-        self._path, self._size, self._threads = path, size, threads
+        # decord's own default (a thread per core) did not decode faster here: one unless told
+        self._path, self._size, self._threads = path, size, threads or 1
         self._reader = self._open()
         num_frames = len(self._reader)
         if num_frames == 0:
@@ -296,7 +296,7 @@ class DecordDecoder:
             notes=notes,
             keyframes=self._key_indices(),
         )
-        self._reader = None  # see the class docstring
+        # Kept for the first read, which follows at once; later reads open their own.
 
     def _open(self):
         import decord
@@ -321,7 +321,7 @@ class DecordDecoder:
             notes.append(f"{len(indices) - len(wanted)} requested frame(s) lie beyond the last frame")
         if not wanted:
             raise MediaError(UNREADABLE, "none of the requested frames exist")
-        reader = self._open()
+        reader, self._reader = self._reader or self._open(), None
         try:
             frames = reader.get_batch(wanted).asnumpy()
             stamps = reader.get_frame_timestamp(wanted)[:, 0].astype(np.float64)
@@ -341,7 +341,7 @@ class PyAVDecoder:
     name = "pyav"
     _SEQUENTIAL_UP_TO = 1500  # frames; beyond this, seek to each clip by its timestamp
 
-    def __init__(self, path: str, max_side: int, max_pixels: int, threads: int = 1):
+    def __init__(self, path: str, max_side: int, max_pixels: int, threads: int = 0):
         import av
 
         facts = _container_facts(path)
@@ -352,7 +352,8 @@ class PyAVDecoder:
             raise MediaError(UNREADABLE, f"cannot open the file: {first_line(e)}") from None
         self._stream = self._container.streams.video[0]
         self._stream.thread_type = "AUTO"
-        self._stream.thread_count = threads
+        if threads:  # else FFmpeg picks (one thread per core)
+            self._stream.thread_count = threads
         self._size = fit_size(facts.width, facts.height, max_side)
         self._rotation = facts.rotation
         fps = facts.fps
@@ -435,7 +436,7 @@ class PillowDecoder:
 
     name = "pillow"
 
-    def __init__(self, path: str, max_side: int, max_pixels: int, threads: int = 1):
+    def __init__(self, path: str, max_side: int, max_pixels: int, threads: int = 0):
         from PIL import Image, ImageOps
 
         Image.MAX_IMAGE_PIXELS = None  # our own limit below, with our own status
@@ -473,7 +474,7 @@ class PillowDecoder:
 BUILTIN = {"decord": DecordDecoder, "pyav": PyAVDecoder, "pillow": PillowDecoder}
 
 
-def open_decoder(name: str, path: str, max_side: int, max_pixels: int, threads: int = 1):
+def open_decoder(name: str, path: str, max_side: int, max_pixels: int, threads: int = 0):
     """An opened decoder; ``threads`` reaches the built-in ones (others take the first three)."""
     if name in BUILTIN:
         return BUILTIN[name](path, max_side, max_pixels, threads=threads)

@@ -61,25 +61,22 @@ class DecoderSandbox:
         self._proc: Optional[subprocess.Popen] = None
         self._stderr: Optional[BinaryIO] = None
         self._deadline = 0.0
-        self._local = None  # the in-process decoder when isolate=False
-        self._held: Optional[HeldClip] = None  # the in-process held clip when isolate=False
-        self._reader: Optional[ClipReader] = None  # the in-process clip reader when isolate=False
+        self._local = DecodeSession()  # serves the requests in-process when isolate=False
         self.children_started = 0
 
     # ------------------------------------------------------------ public
 
-    def open(self, decoder: str, path: str, max_side: int, max_pixels: int, threads: int = 1) -> Probe:
+    def open(self, decoder: str, path: str, max_side: int, max_pixels: int, threads: int = 0) -> Probe:
         self._deadline = time.monotonic() + self.timeout_s
         if not self.isolate:
-            self._local = open_decoder(decoder, path, max_side, max_pixels, threads)
-            return self._local.probe
+            return self._local.open(decoder, path, max_side, max_pixels, threads)
         reply = self._request({"cmd": "open", "decoder": decoder, "path": path, "max_side": max_side,
                                "max_pixels": max_pixels, "threads": threads})
         return Probe(**reply["probe"])
 
     def read(self, indices: Sequence[int]) -> Clip:
         if not self.isolate:
-            return _take(self._reader, self._local, indices)
+            return self._local.read(indices)
         reply = self._request({"cmd": "read", "indices": [int(i) for i in indices]})
         shape = tuple(int(v) for v in reply["shape"])
         frames = np.empty(shape, np.uint8)
@@ -90,15 +87,9 @@ class DecoderSandbox:
         """Start decoding ``clips`` in order, one ahead of the ``hold`` calls that will ask for them."""
         clips = [[int(i) for i in c] for c in clips]
         if not self.isolate:
-            self._stop_reader()
-            self._reader = ClipReader(self._local, clips)
+            self._local.plan(clips)
             return
         self._request({"cmd": "plan", "clips": clips})
-
-    def _stop_reader(self) -> None:
-        if self._reader is not None:
-            self._reader.close()
-            self._reader = None
 
     def hold(self, indices: Sequence[int]) -> dict:
         """Decode ``indices`` and keep the frames in the decoder process.
@@ -108,16 +99,14 @@ class DecoderSandbox:
         replaces any earlier one.
         """
         if not self.isolate:
-            self._held = None
-            self._held = HeldClip(_take(self._reader, self._local, indices))
-            return self._held.summary()
+            return self._local.hold(indices)
         return self._request({"cmd": "hold", "indices": [int(i) for i in indices]})
 
     def downscaled(self, positions: Sequence[int], width: int, height: int) -> np.ndarray:
         """Copies of held frames (positions within the held clip) resized to ``width`` x ``height``."""
         positions = [int(p) for p in positions]
         if not self.isolate:
-            return self._held.downscaled(positions, width, height)
+            return self._local.held().downscaled(positions, width, height)
         return self._pixels({"cmd": "downscaled", "positions": positions, "width": width, "height": height})
 
     def warp(self, positions: Sequence[int], matrices: np.ndarray, size: int) -> np.ndarray:
@@ -126,7 +115,7 @@ class DecoderSandbox:
         if not positions:
             return np.empty((0, size, size, 3), np.uint8)
         if not self.isolate:
-            return self._held.warp(positions, matrices, size)
+            return self._local.held().warp(positions, matrices, size)
         flat = np.asarray(matrices, np.float64).reshape(len(positions), 6).tolist()
         return self._pixels({"cmd": "warp", "positions": positions, "matrices": flat, "size": size})
 
@@ -139,11 +128,7 @@ class DecoderSandbox:
     def close_input(self) -> None:
         """Forget the open input (the child stays up for the next one)."""
         if not self.isolate:
-            self._stop_reader()
-            if self._local is not None:
-                self._local.close()
-            self._local = None
-            self._held = None
+            self._local.close()
             return
         if self._proc is not None and self._proc.poll() is None:
             try:
@@ -285,38 +270,72 @@ class DecoderSandbox:
 # ---------------------------------------------------------------- the child
 
 
-def _take(reader: Optional[ClipReader], decoder, indices: Sequence[int]) -> Clip:
-    """A clip from the planned reader when it is the next one planned, else decoded now.
+class DecodeSession:
+    """One input's decoder, its clip reader and the held clip: what the child serves.
 
-    An unplanned request stops the reader first: the decoder serves one thread at a time.
+    The child process runs one; ``DecoderSandbox(isolate=False)`` runs one in the
+    worker. Either way the same code keeps the decoder to one thread at a time.
     """
-    number = reader.planned(indices) if reader is not None else None
-    if number is not None:
-        return reader.get(number)
-    if reader is not None:
-        reader.close()
-    return decoder.read(indices)
+
+    def __init__(self) -> None:
+        self.decoder = None
+        self.name = "decoder"
+        self._reader: Optional[ClipReader] = None
+        self._held: Optional[HeldClip] = None
+
+    def open(self, name: str, path: str, max_side: int, max_pixels: int, threads: int = 0) -> Probe:
+        self.close()
+        self.name = name
+        self.decoder = open_decoder(name, path, max_side, max_pixels, threads)
+        return self.decoder.probe
+
+    def plan(self, clips: Sequence[Sequence[int]]) -> None:
+        self._stop_reader()
+        self._reader = ClipReader(self._opened(), clips)
+
+    def read(self, indices: Sequence[int]) -> Clip:
+        """A clip from the planned reader when it is the next one planned, else decoded now."""
+        number = self._reader.planned(indices) if self._reader is not None else None
+        if number is not None:
+            return self._reader.get(number)
+        self._stop_reader()  # an unplanned request: the decoder serves one thread at a time
+        return self._opened().read(indices)
+
+    def hold(self, indices: Sequence[int]) -> dict:
+        self._held = None  # free the previous clip before taking the next
+        self._held = HeldClip(self.read(indices))
+        return self._held.summary()
+
+    def held(self) -> HeldClip:
+        if self._held is None:
+            raise MediaError(UNREADABLE, "no clip is held")
+        return self._held
+
+    def close(self) -> None:
+        self._stop_reader()  # before the decoder it uses is closed
+        if self.decoder is not None:
+            self.decoder.close()
+        self.decoder = self._held = None
+
+    def _opened(self):
+        if self.decoder is None:
+            raise MediaError(UNREADABLE, "no input is open")
+        return self.decoder
+
+    def _stop_reader(self) -> None:
+        if self._reader is not None:
+            self._reader.close()
+            self._reader = None
 
 
 def _serve(inbox: BinaryIO, outbox: BinaryIO) -> None:
-    decoder = None
-    held: Optional[HeldClip] = None
-    reader: Optional[ClipReader] = None
-    name = "decoder"
+    session = DecodeSession()
 
-    def forget() -> None:
-        nonlocal decoder, held, reader
-        if reader is not None:
-            reader.close()  # before the decoder it uses is closed
-        if decoder is not None:
-            decoder.close()
-        decoder = held = reader = None
-
-    def send(message: dict, data: Optional[memoryview] = None) -> None:
+    def send(message: dict, data: Optional[np.ndarray] = None) -> None:
         payload = json.dumps(message).encode()
         outbox.write(_HEADER.pack(len(payload)) + payload)
         if data is not None:
-            outbox.write(data)
+            outbox.write(memoryview(np.ascontiguousarray(data, dtype=np.uint8)).cast("B"))
         outbox.flush()
 
     while True:
@@ -328,39 +347,27 @@ def _serve(inbox: BinaryIO, outbox: BinaryIO) -> None:
         cmd = request["cmd"]
         try:
             if cmd == "open":
-                forget()
-                name = request["decoder"]
-                decoder = open_decoder(name, request["path"], request["max_side"], request["max_pixels"],
-                                       request.get("threads", 1))
-                send({"probe": decoder.probe.to_dict()})
+                probe = session.open(request["decoder"], request["path"], request["max_side"],
+                                     request["max_pixels"], request.get("threads", 0))
+                send({"probe": probe.to_dict()})
             elif cmd == "read":
-                clip = _take(reader, decoder, request["indices"])
-                frames = np.ascontiguousarray(clip.frames, dtype=np.uint8)
-                send(
-                    {"shape": list(frames.shape), "timestamps": clip.timestamps, "indices": clip.indices,
-                     "notes": clip.notes},
-                    memoryview(frames).cast("B"),
-                )
+                clip = session.read(request["indices"])
+                send({"shape": list(clip.frames.shape), "timestamps": clip.timestamps, "indices": clip.indices,
+                      "notes": clip.notes}, clip.frames)
             elif cmd == "plan":
-                if reader is not None:
-                    reader.close()
-                reader = ClipReader(decoder, request["clips"])
+                session.plan(request["clips"])
                 send({})
             elif cmd == "hold":
-                held = None  # free the previous clip before taking the next
-                held = HeldClip(_take(reader, decoder, request["indices"]))
-                send(held.summary())
-            elif cmd in ("downscaled", "warp"):
-                if held is None:
-                    raise MediaError(UNREADABLE, "no clip is held")
-                if cmd == "downscaled":
-                    pixels = held.downscaled(request["positions"], request["width"], request["height"])
-                else:
-                    matrices = np.asarray(request["matrices"], np.float32).reshape(-1, 2, 3)
-                    pixels = held.warp(request["positions"], matrices, request["size"])
-                send({"shape": list(pixels.shape)}, memoryview(np.ascontiguousarray(pixels)).cast("B"))
+                send(session.hold(request["indices"]))
+            elif cmd == "downscaled":
+                pixels = session.held().downscaled(request["positions"], request["width"], request["height"])
+                send({"shape": list(pixels.shape)}, pixels)
+            elif cmd == "warp":
+                matrices = np.asarray(request["matrices"], np.float32).reshape(-1, 2, 3)
+                pixels = session.held().warp(request["positions"], matrices, request["size"])
+                send({"shape": list(pixels.shape)}, pixels)
             elif cmd == "close":
-                forget()
+                session.close()
                 send({})
             else:
                 send({"error": f"unknown request {cmd!r}"})
@@ -369,7 +376,7 @@ def _serve(inbox: BinaryIO, outbox: BinaryIO) -> None:
         except MemoryError:
             send({"error": "the decoder ran out of memory (decode.memory_mb)", "status": UNREADABLE})
         except Exception as e:  # any other decoder failure is a property of the file
-            send({"error": f"{name} failed: {type(e).__name__}: {first_line(e)}",
+            send({"error": f"{session.name} failed: {type(e).__name__}: {first_line(e)}",
                   "status": UNREADABLE})
 
 
