@@ -43,7 +43,8 @@ def native_bf16(device: torch.device) -> bool:
     """Whether ``device`` computes in bfloat16 natively (CUDA Ampere+, CPUs with AMX or AVX512-BF16)."""
     try:
         if device.type == "cuda":
-            return bool(torch.cuda.is_bf16_supported())
+            # by default torch also counts emulated bf16 (a T4, say), which is slower than fp32
+            return bool(torch.cuda.is_bf16_supported(including_emulation=False))
         return bool(torch.ops.mkldnn._is_mkldnn_bf16_supported())
     except (AttributeError, RuntimeError):
         return False

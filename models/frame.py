@@ -79,7 +79,7 @@ class FrameModel(nn.Module):
             nn.Linear(self.embedding_dim, manipulation_classes) if manipulation_classes > 0 else None
         )
 
-    def inference_mode(self) -> "FrameModel":
+    def for_inference(self) -> "FrameModel":
         """Use the plain swish (x * sigmoid(x)): faster, and traceable, when nothing is trained."""
         self.backbone.set_swish(memory_efficient=False)
         return self

@@ -44,7 +44,7 @@ class FramePredictor:
         self.device_name = describe_device(device) + (" bf16" if self.bf16 else "")
         self.preprocess = FacePreprocess.from_card(checkpoint.card)
         model = checkpoint.frame_model.to(device).eval()
-        model.inference_mode()
+        model.for_inference()
         self.model = model.to(memory_format=torch.channels_last)
         if optimize and device.type == "cpu":
             with self._autocast():  # traced under autocast, the casts are part of the graph

@@ -6,8 +6,9 @@ frame (and the last one). Between two detected frames the boxes and landmarks
 of each face are interpolated linearly when the two detections agree: the same
 number of faces, each matched one to one with box IoU of at least ``min_iou``.
 Where they do not (a face appears, leaves, or moves fast), the gap is bisected:
-its middle frame is detected, and each half is judged the same way. Interpolated frames are flagged, and the verdict's evidence
-says which boxes MTCNN saw and which were filled in.
+its middle frame is detected, and each half is judged the same way.
+Interpolated frames are flagged, and the verdict's evidence says which boxes
+MTCNN saw and which were filled in.
 """
 from __future__ import annotations
 

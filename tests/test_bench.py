@@ -45,12 +45,12 @@ def test_the_json_holds_every_figure_the_readme_quotes(bench_run):
 
 def test_both_pipelines_find_the_same_faces(bench_run):
     faces = bench_run[0]["faces_vs_baseline"]
-    assert faces["boxes"] == 75 and faces["baseline_faces_missed"] == 0
+    assert faces["boxes"] == 75 and faces["reference_faces_missed"] == 0
     assert 0 < faces["interpolated_boxes"] < faces["boxes"]
     assert faces["iou_mean"] >= 0.9
     # against the scan's own detection on every frame: what interpolation alone costs
     dense = bench_run[0]["faces_vs_every_frame_detection"]
-    assert dense["boxes"] == 75 and dense["baseline_faces_missed"] == 0 and dense["iou_mean"] >= 0.9
+    assert dense["boxes"] == 75 and dense["reference_faces_missed"] == 0 and dense["iou_mean"] >= 0.9
     assert bench_run[0]["score_abs_diff_vs_baseline_mean"] < 0.2
 
 
@@ -66,5 +66,5 @@ def test_compare_faces_pairs_boxes_by_frame():
     baseline = {"a": {0: np.array([[0, 0, 10, 10]], np.float32), 1: np.array([[0, 0, 10, 5]], np.float32),
                       2: np.array([[50, 50, 60, 60]], np.float32)}}
     faces = compare_faces(rows, baseline)
-    assert faces["boxes"] == 2 and faces["interpolated_boxes"] == 1 and faces["baseline_faces_missed"] == 1
+    assert faces["boxes"] == 2 and faces["interpolated_boxes"] == 1 and faces["reference_faces_missed"] == 1
     assert faces["iou_mean"] == pytest.approx(0.75) and faces["iou_mean_interpolated"] == pytest.approx(0.5)

@@ -44,7 +44,6 @@ from transforms.elements import (
 logger = logging.getLogger(__name__)
 
 
-
 class FaceExtractor:
     """Turns one media file into face tracks with aligned crops (no Beam here).
 
