@@ -12,6 +12,7 @@ from __future__ import annotations
 import importlib
 import logging
 import sys
+import threading
 import types
 from typing import Any, Callable
 
@@ -19,6 +20,7 @@ import numpy as np
 import torch
 
 logger = logging.getLogger(__name__)
+_IMPORT_LOCK = threading.Lock()
 
 
 def nms(boxes: torch.Tensor, scores: torch.Tensor, iou_threshold: float) -> torch.Tensor:
@@ -129,8 +131,15 @@ def import_facenet_mtcnn() -> Callable[..., torch.nn.Module]:
 
     The stand-in modules are placed in ``sys.modules`` only while facenet-pytorch
     imports (it binds the two functions at import time) and are removed again,
-    so no other code ever sees a fake torchvision.
+    so no other code ever sees a fake torchvision. Thread-safe: Beam sets DoFns
+    up on several threads of one process at once, and a second thread must not
+    take the half-imported module the first one is still executing.
     """
+    with _IMPORT_LOCK:
+        return _import_mtcnn()
+
+
+def _import_mtcnn() -> Callable[..., torch.nn.Module]:
     if "facenet_pytorch.models.mtcnn" in sys.modules:
         return sys.modules["facenet_pytorch.models.mtcnn"].MTCNN
     if real_torchvision_available():

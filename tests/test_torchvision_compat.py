@@ -1,4 +1,6 @@
 """The torchvision fallback that lets facenet-pytorch run on CPU-only torch."""
+import os
+import subprocess
 import sys
 
 import numpy as np
@@ -101,6 +103,28 @@ def test_mtcnn_imports_without_leaving_a_fake_torchvision():
     assert mtcnn_class.__name__ == "MTCNN"
     tv = sys.modules.get("torchvision")
     assert tv is None or not getattr(tv, "__deepfake_scan_shim__", False)
+
+
+def test_mtcnn_imports_safely_from_several_threads_at_once():
+    # Beam sets DoFns up on several threads of one process (Dataflow, DirectRunner
+    # with multi_threading); each must get the class, never the half-imported module.
+    # Threads arrive staggered so that some find the module half-imported.
+    code = (
+        "import threading, time\n"
+        "import torch\n"
+        "from models import torchvision_compat as compat\n"
+        "got = []\n"
+        "def load(i):\n"
+        "    time.sleep(0.02 * i)\n"
+        "    got.append(compat.import_facenet_mtcnn().__name__)\n"
+        "threads = [threading.Thread(target=load, args=(i,)) for i in range(12)]\n"
+        "[t.start() for t in threads]; [t.join() for t in threads]\n"
+        "print(sorted(got))\n"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120,
+                         cwd=os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+    assert out.returncode == 0, out.stderr[-2000:]
+    assert out.stdout.strip() == str(["MTCNN"] * 12)
 
 
 def test_mtcnn_finds_the_astronaut_with_the_fallback():
