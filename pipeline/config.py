@@ -85,6 +85,7 @@ class FacesConfig:
     min_confidence: float = 0.9
     detect_every: int = 12  # detect on every Nth frame of a clip (and the last), interpolate between; 1: all
     interpolate_min_iou: float = 0.75  # two detections that agree less than this: the gap between is bisected
+    detect_threads: int = 0  # CPU threads for MTCNN while the decoder reads ahead; 0: all cores but one
     mtcnn_thresholds: list[float] = field(default_factory=lambda: [0.6, 0.7, 0.7])
     crop_size: int = 224  # aligned crop side: 224 for B0, 380 for B4
     margin: float = 0.25  # context around the face, as a fraction of the tight face box
@@ -98,6 +99,7 @@ class FacesConfig:
         _positive("faces.min_face_size", self.min_face_size)
         _fraction("faces.min_confidence", self.min_confidence)
         _positive("faces.detect_every", self.detect_every)
+        _non_negative("faces.detect_threads", self.detect_threads)
         _fraction("faces.interpolate_min_iou", self.interpolate_min_iou)
         if len(self.mtcnn_thresholds) != 3:
             raise ConfigError("faces.mtcnn_thresholds must hold three numbers (P-Net, R-Net, O-Net)")

@@ -49,6 +49,28 @@ def test_min_face_size_is_in_full_resolution_pixels():
     assert len(FaceDetector(detect_size=320, min_face_size=150).detect(frame[None])[0]) == 0
 
 
+def test_detection_runs_on_its_own_thread_count_and_restores_the_process_setting():
+    import torch
+
+    from models.device import threads_beside_decoder
+
+    before = torch.get_num_threads()
+    detector = FaceDetector(detect_size=320, min_face_size=40, threads=1)
+    mtcnn = detector._mtcnn(20)
+    seen = []
+    original = mtcnn.detect
+
+    def recording(*args, **kwargs):
+        seen.append(torch.get_num_threads())
+        return original(*args, **kwargs)
+
+    mtcnn.detect = recording
+    frame = astronaut_scene(width=640, height=360, x=100, face_px=300)
+    assert len(detector.detect(frame[None])[0]) == 1
+    assert seen == [1] and torch.get_num_threads() == before
+    assert threads_beside_decoder(3) == 3 and threads_beside_decoder(0) >= 1
+
+
 def test_detect_rejects_wrong_input(detector):
     with pytest.raises(ValueError):
         detector.detect(np.zeros((2, 10, 10), np.uint8))

@@ -18,7 +18,7 @@ import numpy as np
 from apache_beam.metrics import Metrics
 
 from models.align import align_face, alignment_matrix
-from models.device import resolve_device, set_torch_threads
+from models.device import resolve_device, set_torch_threads, threads_beside_decoder
 from models.faces import FaceDetector, FrameFaces
 from models.keyframes import fill_between, keyframe_positions, undecided_positions
 from models.tracking import box_iou, link_tracks
@@ -299,6 +299,7 @@ class ExtractFacesFn(beam.DoFn):
             min_confidence=faces.min_confidence,
             thresholds=faces.mtcnn_thresholds,
             device=resolve_device(self._config.model.device),
+            threads=threads_beside_decoder(faces.detect_threads),
         )
         self._extractor = FaceExtractor(self._config.sampling, faces, detector, self._config.decode)
 
