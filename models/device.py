@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import contextlib
 import os
+import time
 from typing import Iterator
 
 import torch
@@ -43,14 +44,17 @@ def set_torch_threads(threads: int) -> None:
         torch.set_num_threads(threads)
 
 
-def threads_beside_decoder(threads: int) -> int:
+def threads_beside_decoder(threads: int, worker_threads: int = 0) -> int:
     """Intra-op threads for work that runs while the decoder child decodes ahead.
 
-    ``0`` (auto): every core but the one the decoder uses, at least one.
+    ``threads`` 0 (auto): every core of this worker's share (``worker_threads``;
+    0: the machine) but the one the decoder uses, at least one.
     """
     if threads > 0:
         return threads
-    return max(1, (os.cpu_count() or 1) - 1)
+    cores = os.cpu_count() or 1
+    share = min(worker_threads, cores) if worker_threads > 0 else cores
+    return max(1, share - 1)
 
 
 @contextlib.contextmanager
@@ -83,3 +87,15 @@ def native_bf16(device: torch.device) -> bool:
         return bool(torch.ops.mkldnn._is_mkldnn_bf16_supported())
     except (AttributeError, RuntimeError):
         return False
+
+
+def compute_cpu_clock() -> float:
+    """CPU seconds to charge torch work on this thread with (difference two readings).
+
+    With one intra-op thread torch computes on the calling thread, so that
+    thread's CPU time is exact whatever other threads do. With more threads the
+    process's CPU time is used: exact when nothing else in the process computes
+    meanwhile (one local worker), an overcount when several multi-threaded
+    workers share the process.
+    """
+    return time.thread_time() if torch.get_num_threads() == 1 else time.process_time()

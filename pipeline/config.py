@@ -85,7 +85,7 @@ class FacesConfig:
     min_confidence: float = 0.9
     detect_every: int = 12  # detect on every Nth frame of a clip (and the last), interpolate between; 1: all
     interpolate_min_iou: float = 0.75  # two detections that agree less than this: the gap between is bisected
-    detect_threads: int = 0  # CPU threads for MTCNN while the decoder reads ahead; 0: all cores but one
+    detect_threads: int = 0  # CPU threads for MTCNN while the decoder reads ahead; 0: the worker's cores but one
     mtcnn_thresholds: list[float] = field(default_factory=lambda: [0.6, 0.7, 0.7])
     crop_size: int = 224  # aligned crop side: 224 for B0, 380 for B4
     margin: float = 0.25  # context around the face, as a fraction of the tight face box
@@ -123,7 +123,7 @@ class ModelConfig:
     batch_size: int = 8  # face crops per model call: 8 is fastest per crop on CPU; ~128 on a GPU
     optimize: bool = True  # CPU: trace and freeze the frame model (TorchScript), about 1.5x faster
     precision: str = "auto"  # "auto": bf16 where native (CUDA Ampere+, CPUs with AMX/AVX512-BF16), else fp32
-    torch_threads: int = 0  # intra-op threads of the worker process (MTCNN and the models); 0: one per core
+    torch_threads: int = 0  # intra-op threads per worker (MTCNN and the models); 0: the cores, shared among local workers
     model_copies: Optional[int] = None  # share this many copies across a worker's processes (GPU)
 
     def validate(self) -> None:

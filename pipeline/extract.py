@@ -21,7 +21,7 @@ import fsspec
 from pipeline.config import ScanConfig, dump_config
 from pipeline.datasets import LabelledVideo
 from pipeline.inputs import media_type_of
-from pipeline.options import pipeline_options
+from pipeline.options import pipeline_options, with_worker_threads
 from transforms.elements import MediaInput
 from transforms.extract import ExtractFaces
 from transforms.face_table import FACE_SCHEMA, VIDEO_SCHEMA, FaceRowsFn, video_row
@@ -34,6 +34,7 @@ def build_extract_pipeline(
     pipeline: beam.Pipeline, videos: Sequence[LabelledVideo], output_dir: str, config: ScanConfig
 ) -> beam.PCollection:
     """Wire the extraction job; returns the face rows."""
+    config = with_worker_threads(config, pipeline.options)
     out = output_dir.rstrip("/")
     run_id = uuid.uuid4().hex[:8]
     labelled = pipeline | "ListedVideos" >> beam.Create([dataclasses.asdict(v) for v in videos])

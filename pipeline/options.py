@@ -7,10 +7,14 @@ we ask Beam's own parser which flags it owns and how many values each takes.
 """
 from __future__ import annotations
 
+import dataclasses
 import functools
+import os
 from typing import Sequence
 
 from apache_beam.options.pipeline_options import PipelineOptions
+
+from pipeline.config import ScanConfig
 
 
 @functools.lru_cache(maxsize=1)
@@ -46,13 +50,69 @@ def split_beam_args(argv: Sequence[str], own_flags: Sequence[str]) -> tuple[list
     return own, beam
 
 
+MAX_LOCAL_WORKERS = 4  # each DirectRunner worker thread holds MTCNN and a decoder process (~0.4 GB)
+
+
 def pipeline_options(beam_args: Sequence[str]) -> PipelineOptions:
     """Beam options for a job; without ``--runner`` it runs on the DirectRunner.
 
     Beam 2.77's default would try its Prism runner first, which downloads a binary
     from the internet at start-up: a scanner must never need that.
+
+    Locally the DirectRunner gets one worker thread per core (at most
+    ``MAX_LOCAL_WORKERS``) unless ``--direct_num_workers`` says otherwise: one
+    input's decoding and detection then overlap another's frame model, and each
+    worker's torch runs on its share of the cores (``threads_per_worker``).
+    On 2 cores this scanned the benchmark archive ~15% faster with ~12% less CPU
+    than one worker with two torch threads (README, Performance).
     """
     args = list(beam_args)
-    if not any(a == "--runner" or a.startswith("--runner=") for a in args):
+    if not _given(args, "--runner"):
         args.append("--runner=DirectRunner")
+    if _direct(args) and not _given(args, "--direct_num_workers"):
+        args.append(f"--direct_num_workers={min(os.cpu_count() or 1, MAX_LOCAL_WORKERS)}")
+        if not _given(args, "--direct_running_mode"):
+            args.append("--direct_running_mode=multi_threading")
     return PipelineOptions(args)
+
+
+def threads_per_worker(options: PipelineOptions) -> int:
+    """torch intra-op threads for each of the DirectRunner's workers; 0 (torch's default) elsewhere.
+
+    Several workers, each with a pool as wide as the machine, would oversubscribe
+    the cores (torch's OpenMP pool busy-waits for all its threads).
+    """
+    from apache_beam.options.pipeline_options import DirectOptions, StandardOptions
+
+    runner = options.view_as(StandardOptions).runner
+    if str(runner or "DirectRunner").split(".")[-1] not in ("DirectRunner", "direct", "BundleBasedDirectRunner"):
+        return 0
+    direct = options.view_as(DirectOptions)
+    cores = os.cpu_count() or 1
+    workers = direct.direct_num_workers if direct.direct_num_workers is not None else 1
+    workers = cores if workers == 0 else workers  # Beam: 0 means one per core
+    if workers <= 1 or direct.direct_running_mode == "in_memory":
+        return 0
+    return max(1, cores // workers)
+
+
+def with_worker_threads(config: ScanConfig, options: PipelineOptions) -> ScanConfig:
+    """``config`` with ``model.torch_threads`` 0 (auto) resolved to this runner's share of the cores."""
+    threads = threads_per_worker(options)
+    if not threads or config.model.torch_threads:
+        return config
+    return dataclasses.replace(config, model=dataclasses.replace(config.model, torch_threads=threads))
+
+
+def _given(args: Sequence[str], flag: str) -> bool:
+    return any(a == flag or a.startswith(flag + "=") for a in args)
+
+
+def _direct(args: Sequence[str]) -> bool:
+    runner = None
+    for i, a in enumerate(args):
+        if a.startswith("--runner="):
+            runner = a.split("=", 1)[1]
+        elif a == "--runner" and i + 1 < len(args):
+            runner = args[i + 1]
+    return runner is not None and runner.split(".")[-1] in ("DirectRunner", "direct")

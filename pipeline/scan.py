@@ -23,7 +23,7 @@ from models.checkpoint import CheckpointError, load_checkpoint
 from pipeline.config import ScanConfig, dump_config
 from pipeline.history import previous_verdicts, scan_dir
 from pipeline.inputs import list_inputs
-from pipeline.options import pipeline_options
+from pipeline.options import pipeline_options, threads_per_worker, with_worker_threads
 from transforms.aggregate import AggregateVerdicts
 from transforms.elements import MediaInput
 from transforms.extract import ExtractFaces
@@ -169,7 +169,7 @@ def _check_output(where: str) -> None:
 
 def build_scan_pipeline(pipeline: beam.Pipeline, plan: ScanPlan) -> beam.PCollection:
     """Wire the scan job into ``pipeline``; returns the verdict rows."""
-    config = plan.config
+    config = with_worker_threads(plan.config, pipeline.options)
     handler = FrameModelHandler(
         plan.checkpoint,
         device=config.model.device,
@@ -204,8 +204,20 @@ def run_scan(plan: ScanPlan, options=None, test_pipeline: Optional[beam.Pipeline
         logger.info("dry run: the scan translated for %s; nothing ran", type(pipeline.runner).__name__)
         return result
     _remove_stale_staging(plan)
-    _write_run_record(plan, started, job_metrics(result))
+    _write_run_record(plan, started, {**_runner_facts(pipeline.options), **job_metrics(result)})
     return result
+
+
+def _runner_facts(options) -> dict:
+    """Which runner ran the scan and, locally, with how many workers and torch threads each."""
+    from apache_beam.options.pipeline_options import DirectOptions, StandardOptions
+
+    facts = {"runner": str(options.view_as(StandardOptions).runner or "DirectRunner")}
+    threads = threads_per_worker(options)
+    if threads:
+        facts["local_workers"] = options.view_as(DirectOptions).direct_num_workers
+        facts["torch_threads_per_worker"] = threads
+    return facts
 
 
 def job_metrics(result) -> dict:

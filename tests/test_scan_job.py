@@ -191,6 +191,28 @@ def test_beam_options_are_routed_and_default_to_the_direct_runner():
     assert pipeline_options(["--runner=DataflowRunner"]).get_all_options()["runner"] == "DataflowRunner"
 
 
+def test_local_runs_share_the_cores_among_worker_threads(monkeypatch):
+    from pipeline.config import ScanConfig
+    from pipeline.options import pipeline_options, threads_per_worker, with_worker_threads
+
+    monkeypatch.setattr("os.cpu_count", lambda: 8)
+    local = pipeline_options([]).get_all_options()
+    assert local["direct_num_workers"] == 4 and local["direct_running_mode"] == "multi_threading"
+    options = pipeline_options([])
+    assert threads_per_worker(options) == 2
+    assert with_worker_threads(ScanConfig(), options).model.torch_threads == 2
+    # what the user set stays
+    pinned = ScanConfig()
+    pinned.model.torch_threads = 3
+    assert with_worker_threads(pinned, options).model.torch_threads == 3
+    assert threads_per_worker(pipeline_options(["--direct_num_workers=1"])) == 0
+    assert threads_per_worker(pipeline_options(["--direct_num_workers", "2", "--direct_running_mode", "multi_processing"])) == 4
+    # other runners keep torch's default and get no local-worker flags
+    dataflow = pipeline_options(["--runner=DataflowRunner"])
+    assert threads_per_worker(dataflow) == 0
+    assert dataflow.get_all_options()["direct_num_workers"] == 1
+
+
 def test_default_checkpoint_is_the_bundled_demo_when_installed():
     import os
 

@@ -299,7 +299,7 @@ class ExtractFacesFn(beam.DoFn):
             min_confidence=faces.min_confidence,
             thresholds=faces.mtcnn_thresholds,
             device=resolve_device(self._config.model.device),
-            threads=threads_beside_decoder(faces.detect_threads),
+            threads=threads_beside_decoder(faces.detect_threads, self._config.model.torch_threads),
         )
         self._extractor = FaceExtractor(self._config.sampling, faces, detector, self._config.decode)
 
