@@ -10,6 +10,7 @@ import datetime as dt
 import json
 import logging
 import os
+import resource
 import subprocess
 import sys
 import threading
@@ -30,6 +31,8 @@ class ScanMeasurement:
     counters: dict[str, int]
     rows: list[dict]
     job_s: float = 0.0  # the job's own run time (run.json), without the CLI's start-up and imports
+    cpu_s: float = 0.0  # CPU seconds of the scan process and its decoder children (user + system)
+    workers: int = 1  # local worker threads the scan ran with (run.json)
     rss_mb: list[tuple[float, float]] = field(default_factory=list)  # (seconds since start, MB of the process tree)
 
     @property
@@ -82,6 +85,7 @@ def measure_scan(uris: Sequence[str], out_dir: str, overrides: Sequence[str] = (
     log_path = os.path.join(os.path.dirname(os.path.abspath(out_dir)), os.path.basename(out_dir) + ".log")
     os.makedirs(os.path.dirname(log_path), exist_ok=True)
     samples: list[tuple[float, float]] = []
+    before = resource.getrusage(resource.RUSAGE_CHILDREN)
     start = time.perf_counter()
     with open(log_path, "w") as log:
         proc = subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT)
@@ -98,6 +102,8 @@ def measure_scan(uris: Sequence[str], out_dir: str, overrides: Sequence[str] = (
         stop.set()
         sampler.join()
     wall = time.perf_counter() - start
+    after = resource.getrusage(resource.RUSAGE_CHILDREN)  # the scan and every child it waited for
+    cpu = (after.ru_utime - before.ru_utime) + (after.ru_stime - before.ru_stime)
     if code != 0:
         with open(log_path) as f:
             tail = f.read()[-2000:]
@@ -107,4 +113,5 @@ def measure_scan(uris: Sequence[str], out_dir: str, overrides: Sequence[str] = (
     rows = read_table(os.path.join(out_dir, "verdicts")).to_pylist()
     job = (dt.datetime.fromisoformat(record["finished_at"]) - dt.datetime.fromisoformat(record["started_at"]))
     return ScanMeasurement(wall, record.get("stage_seconds", {}), record.get("stage_calls", {}),
-                           record.get("counters", {}), rows, job.total_seconds(), samples)
+                           record.get("counters", {}), rows, job.total_seconds(), cpu,
+                           int(record.get("local_workers") or 1), samples)

@@ -146,7 +146,13 @@ def run(args: argparse.Namespace) -> dict:
         "videos_per_min": 60.0 * len(videos) / main.wall_s,
         "videos_per_min_job": 60.0 * len(videos) / main.job_s if main.job_s else None,
         "stage_seconds": stages,
-        "model_share": stages.get("score", 0.0) / main.wall_s,
+        "workers": main.workers,
+        "cpu_s": main.cpu_s,
+        "cpu_utilisation": main.cpu_s / (main.wall_s * (os.cpu_count() or 1)),
+        # CPU seconds inside the frame model over the CPU seconds of the whole job (process tree)
+        "model_share": stages.get("score_cpu", 0.0) / max(main.cpu_s, 1e-9),
+        # the model's wall time over the workers' time (each worker's wall time; idle counts)
+        "model_share_of_worker_time": stages.get("score", 0.0) / (main.workers * main.wall_s),
         "model_share_of_stage_time": stages.get("score", 0.0) / max(_video_cost(main), 1e-9),
         "extract_s_per_frame": extract_s / max(frames, 1),
         "extract_s_per_frame_with_hash_and_probe": stages.get("extract", 0.0) / max(frames, 1),
@@ -244,19 +250,25 @@ def _machine() -> dict:
 def format_table(r: dict) -> str:
     stages = ("decode", "detect", "align", "score", "aggregate", "write")
     base = r.get("baseline_stage_seconds", {})
-    lines = [f"{'stage':<12}{'scan s':>10}{'share':>8}{'baseline s':>12}"]
+    # Stage seconds are summed over the scan's workers: their total is workers x wall time.
+    capacity = r["scan_wall_s"] * r.get("workers", 1)
+    lines = [f"stage seconds summed over {r.get('workers', 1)} worker(s); share of workers x wall time",
+             f"{'stage':<12}{'scan s':>10}{'share':>8}{'baseline s':>12}"]
     for s in stages:
         ours = r["stage_seconds"].get(s, 0.0)
-        lines.append(f"{s:<12}{ours:>10.1f}{ours / r['scan_wall_s']:>8.0%}{base.get(s, float('nan')):>12.1f}")
-    other = r["scan_wall_s"] - sum(r["stage_seconds"].get(s, 0.0) for s in stages)
-    lines.append(f"{'other':<12}{other:>10.1f}{other / r['scan_wall_s']:>8.0%}{'':>12}")
-    lines.append(f"{'total':<12}{r['scan_wall_s']:>10.1f}{1:>8.0%}{r.get('baseline_wall_s', float('nan')):>12.1f}")
+        lines.append(f"{s:<12}{ours:>10.1f}{ours / capacity:>8.0%}{base.get(s, float('nan')):>12.1f}")
+    other = capacity - sum(r["stage_seconds"].get(s, 0.0) for s in stages)
+    lines.append(f"{'other':<12}{other:>10.1f}{other / capacity:>8.0%}{'':>12}")
+    lines.append(f"{'total':<12}{capacity:>10.1f}{1:>8.0%}{r.get('baseline_wall_s', float('nan')):>12.1f}")
+    lines.append(f"wall time              {r['scan_wall_s']:.1f} s; CPU {r.get('cpu_s', float('nan')):.1f} s "
+                 f"({r.get('cpu_utilisation', float('nan')):.0%} of the machine's cores)")
     lines.append("")
     lines.append(f"videos per minute      {r['videos_per_min']:.2f} (baseline {r.get('baseline_videos_per_min', float('nan')):.2f},"
                  f" speed-up {r.get('speedup_vs_baseline', float('nan')):.1f}x)")
     lines.append(f"extraction s/frame     {r['extract_s_per_frame']:.4f} (baseline {r.get('baseline_extract_s_per_frame', float('nan')):.4f})")
-    lines.append(f"frame model share      {r['model_share']:.0%} of the job's wall time "
-                 f"({r['model_share_of_stage_time']:.0%} of its stage time)")
+    lines.append(f"frame model share      {r['model_share']:.0%} of the job's CPU time; "
+                 f"{r['model_share_of_worker_time']:.0%} of its workers' time, "
+                 f"{r['model_share_of_stage_time']:.0%} of its stage time")
     lines.append(f"peak RSS               {r['peak_rss_mb']:.0f} MB (first half {r['rss_first_half_peak_mb']:.0f}, "
                  f"second half {r['rss_second_half_peak_mb']:.0f})")
     if r.get("long_video_seconds") is not None:

@@ -36,10 +36,13 @@ def test_the_json_holds_every_figure_the_readme_quotes(bench_run):
     # every sampled frame of both videos holds the one face, scored once
     assert result["frames_sampled"] == result["baseline_frames"] == result["faces_scored"] == 25 + 50
     assert result["speedup_vs_baseline"] == pytest.approx(result["videos_per_min"] / result["baseline_videos_per_min"])
-    assert 0 < result["model_share"] < result["model_share_of_stage_time"] < 1
+    # the model's CPU seconds against the whole process tree's; its wall time against the workers'
+    assert 0 < result["stage_seconds"]["score_cpu"] and 0 < result["model_share"] < 1
+    assert result["cpu_s"] > result["stage_seconds"]["score_cpu"] and result["workers"] >= 1
+    assert 0 < result["model_share_of_worker_time"] < result["model_share_of_stage_time"] < 1
     assert result["rss_first_half_peak_mb"] > 0 and result["peak_rss_mb"] >= result["rss_second_half_peak_mb"]
     for line in ("videos per minute", "extraction s/frame", "frame model share", "peak RSS", "long / short video",
-                 "boxes vs baseline"):
+                 "boxes vs baseline", "CPU", "worker(s)"):
         assert line in table
 
 
