@@ -73,9 +73,9 @@ def _tree_rss_mb(pid: int) -> float:
 
 def measure_scan(uris: Sequence[str], out_dir: str, overrides: Sequence[str] = (),
                  checkpoint: str | None = None, config: str | None = None,
-                 interval_s: float = 0.25) -> ScanMeasurement:
+                 beam_args: Sequence[str] = (), interval_s: float = 0.25) -> ScanMeasurement:
     """Scan ``uris`` with the real CLI into ``out_dir``; raises if the scan fails."""
-    cmd = [sys.executable, "-m", "pipeline.cli", "scan", *uris, "--output", out_dir, "--quiet"]
+    cmd = [sys.executable, "-m", "pipeline.cli", "scan", *uris, "--output", out_dir, "--quiet", *beam_args]
     if config:
         cmd += ["--config", config]
     for o in overrides:

@@ -40,9 +40,14 @@ def test_the_json_holds_every_figure_the_readme_quotes(bench_run):
     assert 0 < result["stage_seconds"]["score_cpu"] and 0 < result["model_share"] < 1
     assert result["cpu_s"] > result["stage_seconds"]["score_cpu"] and result["workers"] >= 1
     assert 0 < result["model_share_of_worker_time"] < result["model_share_of_stage_time"] < 1
+    # extraction per frame comes from the scan with one worker (one stream, as the reference measured)
+    one = result["one_worker"]
+    assert one["wall_s"] > 0 and 0 < one["model_share"] < 1 and one["stage_seconds"]["extract"] > 0
+    assert result["extract_s_per_frame"] == pytest.approx(
+        sum(one["stage_seconds"][s] for s in ("decode", "detect", "align")) / result["frames_sampled"])
     assert result["rss_first_half_peak_mb"] > 0 and result["peak_rss_mb"] >= result["rss_second_half_peak_mb"]
     for line in ("videos per minute", "extraction s/frame", "frame model share", "peak RSS", "long / short video",
-                 "boxes vs baseline", "CPU", "worker(s)"):
+                 "boxes vs baseline", "CPU", "worker(s)", "one worker"):
         assert line in table
 
 
