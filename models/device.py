@@ -39,9 +39,20 @@ def describe_device(device: torch.device) -> str:
 
 
 def set_torch_threads(threads: int) -> None:
-    """Intra-op threads for this process (0 leaves torch's default: one per core)."""
+    """Intra-op threads for the calling thread's torch work (0 leaves torch's default: one per core).
+
+    Cheap when nothing changes: workers call it before each piece of work.
+    """
     if threads > 0 and torch.get_num_threads() != threads:
         torch.set_num_threads(threads)
+
+
+def available_cores() -> int:
+    """CPUs this process may run on (its affinity mask, e.g. a container's share), not the host's count."""
+    try:
+        return max(1, len(os.sched_getaffinity(0)))
+    except (AttributeError, OSError):  # no affinity call on this platform
+        return os.cpu_count() or 1
 
 
 def threads_beside_decoder(threads: int, worker_threads: int = 0) -> int:
@@ -52,14 +63,18 @@ def threads_beside_decoder(threads: int, worker_threads: int = 0) -> int:
     """
     if threads > 0:
         return threads
-    cores = os.cpu_count() or 1
+    cores = available_cores()
     share = min(worker_threads, cores) if worker_threads > 0 else cores
     return max(1, share - 1)
 
 
 @contextlib.contextmanager
 def intra_op_threads(threads: int) -> Iterator[None]:
-    """Run the block with ``threads`` intra-op threads (0: leave the setting alone), then restore it.
+    """Run the block with ``threads`` intra-op threads (0: leave the setting alone), then restore them.
+
+    What is set and restored is the calling thread's count; a thread that first
+    uses torch meanwhile may start with it, so callers on worker threads re-assert
+    their own count (``set_torch_threads``) before their work.
 
     torch's OpenMP pool busy-waits at every parallel region for all of its
     threads. When another process keeps a core busy (the decoder child decoding
@@ -95,7 +110,7 @@ def compute_cpu_clock() -> float:
     With one intra-op thread torch computes on the calling thread, so that
     thread's CPU time is exact whatever other threads do. With more threads the
     process's CPU time is used: exact when nothing else in the process computes
-    meanwhile (one local worker), an overcount when several multi-threaded
+    meanwhile (one local worker), an upper bound when several multi-threaded
     workers share the process.
     """
     return time.thread_time() if torch.get_num_threads() == 1 else time.process_time()

@@ -153,3 +153,24 @@ def test_bf16_moves_the_demo_models_probabilities_by_little():
     np.testing.assert_allclose(bf16(images)[0], fp32(images)[0], atol=0.02)
     with pytest.raises(ValueError, match="valid: auto, fp32, bf16"):
         FramePredictor(load_checkpoint("untrained"), resolve_device("cpu"), precision="fp16")
+
+
+def test_each_call_runs_on_the_workers_share_of_threads():
+    # A worker thread may start with another thread's count (torch's per-thread
+    # setting, inherited at first use); every call re-asserts the configured one.
+    class Model:
+        device_name = "cpu"
+
+        def __call__(self, crops):
+            seen.append(torch.get_num_threads())
+            return np.zeros(len(crops), np.float32), np.zeros((len(crops), 4), np.float32)
+
+    seen = []
+    before = torch.get_num_threads()
+    try:
+        torch.set_num_threads(2)
+        handler = FrameModelHandler("unused.pt", torch_threads=1)
+        results = list(handler.run_inference([np.zeros((8, 8, 3), np.uint8)] * 3, Model()))
+        assert seen == [1] and len(results) == 3
+    finally:
+        torch.set_num_threads(before)

@@ -305,6 +305,7 @@ class ExtractFacesFn(beam.DoFn):
 
     def process(self, item: MediaInput, previous: Optional[Mapping[str, dict]] = None) -> Iterable[ExtractedMedia]:
         start = time.perf_counter()
+        set_torch_threads(self._config.model.torch_threads)  # this worker thread's share (see setup)
         result = self._extractor.extract(item, previous)
         # Stage timers (milliseconds) for the benchmark and the Dataflow console.
         for stage, seconds in self._extractor.take_stage_seconds().items():

@@ -57,6 +57,7 @@ class FrameModelHandler(ModelHandler[np.ndarray, FaceScore, FramePredictor]):
         model: FramePredictor,
         inference_args: Optional[dict[str, Any]] = None,
     ) -> Iterable[PredictionResult]:
+        set_torch_threads(self._torch_threads)  # the calling worker thread's share of the cores
         start, cpu_start = time.perf_counter(), compute_cpu_clock()
         probs, embeddings = model(np.stack(batch))
         Metrics.distribution(METRICS_NAMESPACE, "score_ms").update(int((time.perf_counter() - start) * 1000))
