@@ -23,7 +23,7 @@ from models.checkpoint import CheckpointError, load_checkpoint
 from pipeline.config import ScanConfig, dump_config
 from pipeline.history import previous_verdicts, scan_dir
 from pipeline.inputs import list_inputs
-from pipeline.options import pipeline_options, threads_per_worker, with_worker_threads
+from pipeline.options import local_workers, pipeline_options, threads_per_worker, with_worker_threads
 from transforms.aggregate import AggregateVerdicts
 from transforms.elements import MediaInput
 from transforms.extract import ExtractFaces
@@ -210,12 +210,12 @@ def run_scan(plan: ScanPlan, options=None, test_pipeline: Optional[beam.Pipeline
 
 def _runner_facts(options) -> dict:
     """Which runner ran the scan and, locally, with how many workers and torch threads each."""
-    from apache_beam.options.pipeline_options import DirectOptions, StandardOptions
+    from apache_beam.options.pipeline_options import StandardOptions
 
     facts = {"runner": str(options.view_as(StandardOptions).runner or "DirectRunner")}
     threads = threads_per_worker(options)
     if threads:
-        facts["local_workers"] = options.view_as(DirectOptions).direct_num_workers
+        facts["local_workers"] = local_workers(options)
         facts["torch_threads_per_worker"] = threads
     return facts
 

@@ -193,9 +193,9 @@ def test_beam_options_are_routed_and_default_to_the_direct_runner():
 
 def test_local_runs_share_the_cores_among_worker_threads(monkeypatch):
     from pipeline.config import ScanConfig
-    from pipeline.options import pipeline_options, threads_per_worker, with_worker_threads
+    from pipeline.options import local_workers, pipeline_options, threads_per_worker, with_worker_threads
 
-    monkeypatch.setattr("os.cpu_count", lambda: 8)
+    monkeypatch.setattr("pipeline.options.available_cores", lambda: 8)
     local = pipeline_options([]).get_all_options()
     assert local["direct_num_workers"] == 4 and local["direct_running_mode"] == "multi_threading"
     options = pipeline_options([])
@@ -207,6 +207,13 @@ def test_local_runs_share_the_cores_among_worker_threads(monkeypatch):
     assert with_worker_threads(pinned, options).model.torch_threads == 3
     assert threads_per_worker(pipeline_options(["--direct_num_workers=1"])) == 0
     assert threads_per_worker(pipeline_options(["--direct_num_workers", "2", "--direct_running_mode", "multi_processing"])) == 4
+    all_cores = pipeline_options(["--direct_num_workers=0", "--direct_running_mode=multi_threading"])  # one per core
+    assert local_workers(all_cores) == 8 and threads_per_worker(all_cores) == 1
+    in_memory = pipeline_options(["--direct_running_mode=in_memory"]).get_all_options()
+    assert in_memory["direct_num_workers"] == 1
+    # runner names as Beam accepts them
+    assert pipeline_options(["--runner", "directrunner"]).get_all_options()["direct_num_workers"] == 4
+    assert threads_per_worker(pipeline_options(["--runner=BundleBasedDirectRunner", "--direct_num_workers=2"])) == 0
     # other runners keep torch's default and get no local-worker flags
     dataflow = pipeline_options(["--runner=DataflowRunner"])
     assert threads_per_worker(dataflow) == 0
