@@ -22,6 +22,7 @@ from tqdm import tqdm
 from bench.archive import BenchVideo, build_archive
 from bench.baseline import BaselineResult, NaivePipeline
 from bench.measure import ScanMeasurement, measure_scan
+from models.device import available_cores
 from models.tracking import box_iou
 from pipeline.config import ScanConfig, load_config, to_dict
 
@@ -153,7 +154,7 @@ def run(args: argparse.Namespace) -> dict:
         "stage_seconds": stages,
         "workers": main.workers,
         "cpu_s": main.cpu_s,
-        "cpu_utilisation": main.cpu_s / (main.wall_s * (os.cpu_count() or 1)),
+        "cpu_utilisation": main.cpu_s / (main.wall_s * available_cores()),
         # CPU seconds inside the frame model over the CPU seconds of the whole job (process tree)
         "model_share": stages.get("score_cpu", 0.0) / max(main.cpu_s, 1e-9),
         # the model's wall time over the workers' time (each worker's wall time; idle counts)
@@ -187,7 +188,7 @@ def run(args: argparse.Namespace) -> dict:
         "config_overrides": overrides,
     }
     if not args.no_baseline:
-        result.update(_run_baseline(videos, config, args.checkpoint, main, work, args.fresh_baseline))
+        result.update(_run_baseline(videos, config, args.checkpoint, main, single, work, args.fresh_baseline))
     return result
 
 
@@ -200,7 +201,7 @@ def _baseline_cache(work: str, videos: list[BenchVideo], config: ScanConfig, che
 
 
 def _run_baseline(videos: list[BenchVideo], config: ScanConfig, checkpoint: Optional[str],
-                  main: ScanMeasurement, work: str, fresh: bool) -> dict:
+                  main: ScanMeasurement, single: ScanMeasurement, work: str, fresh: bool) -> dict:
     from pipeline.scan import default_checkpoint
 
     checkpoint = checkpoint or config.model.checkpoint or default_checkpoint()
@@ -226,8 +227,9 @@ def _run_baseline(videos: list[BenchVideo], config: ScanConfig, checkpoint: Opti
     ours = {r["uri"]: r["score"] for r in main.rows}
     diffs = [abs(ours[r.uri] - r.score) for r in results if r.score is not None and ours.get(r.uri) is not None]
     baseline_per_frame = sum(stages.get(s, 0.0) for s in _EXTRACT_STAGES) / max(frames, 1)
-    scan_per_frame = sum(main.stage_seconds.get(s, 0.0) for s in _EXTRACT_STAGES) / max(
-        main.counters.get("frames_sampled", 0), 1)
+    # per frame from the one-worker scan, as extract_s_per_frame
+    scan_per_frame = sum(single.stage_seconds.get(s, 0.0) for s in _EXTRACT_STAGES) / max(
+        single.counters.get("frames_sampled", 0), 1)
     return {
         "baseline_cached": cached,
         "baseline_wall_s": wall,
@@ -258,7 +260,7 @@ def _machine() -> dict:
             cpu = next(line.split(":", 1)[1].strip() for line in f if line.startswith("model name"))
     except (OSError, StopIteration):
         pass
-    return {"cpu": cpu, "cores": os.cpu_count(), "torch": torch.__version__, "torch_threads": torch.get_num_threads(),
+    return {"cpu": cpu, "cores": available_cores(), "torch": torch.__version__, "torch_threads": torch.get_num_threads(),
             "python": platform.python_version(), "gpu": torch.cuda.get_device_name(0) if torch.cuda.is_available() else None}
 
 
