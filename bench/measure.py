@@ -1,8 +1,9 @@
 """Running the real scan job (``deepfake-scan scan``) and measuring it from outside.
 
 The scan runs in its own process exactly as a user runs it; its memory (the
-worker and its decoder child together) is sampled from ``/proc`` while it
-runs, and its stage timers come from the ``run.json`` it writes.
+worker process and its decoder children together) is sampled from ``/proc``
+while it runs, its CPU seconds come from the OS once it has ended, and its
+stage timers from the ``run.json`` it writes.
 """
 from __future__ import annotations
 

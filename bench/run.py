@@ -103,6 +103,11 @@ def _boxes_by_frame(rows: list[dict]) -> dict[str, dict[int, np.ndarray]]:
     return {uri: {i: np.asarray(b, np.float32).reshape(-1, 4) for i, b in f.items()} for uri, f in out.items()}
 
 
+def _extract_per_frame(stage_seconds: dict[str, float], frames: int) -> float:
+    """Decode + detect + align seconds per sampled frame."""
+    return sum(stage_seconds.get(s, 0.0) for s in _EXTRACT_STAGES) / max(frames, 1)
+
+
 def _video_cost(m: ScanMeasurement) -> float:
     """Seconds the job's stages spent on its inputs (no process start or model load)."""
     return sum(m.stage_seconds.get(s, 0.0) for s in ("extract", "score", "aggregate", "write"))
@@ -139,7 +144,6 @@ def run(args: argparse.Namespace) -> dict:
                              **dict(scan_args, overrides=overrides + ["faces.detect_every=1"]))
     frames = main.counters.get("frames_sampled", 0)
     stages = main.stage_seconds
-    extract_s = sum(single.stage_seconds.get(s, 0.0) for s in _EXTRACT_STAGES)
     first_half, second_half = main.rss_halves_mb()
     result = {
         "machine": _machine(),
@@ -160,9 +164,9 @@ def run(args: argparse.Namespace) -> dict:
         # the model's wall time over the workers' time (each worker's wall time; idle counts)
         "model_share_of_worker_time": stages.get("score", 0.0) / (main.workers * main.wall_s),
         "model_share_of_stage_time": stages.get("score", 0.0) / max(_video_cost(main), 1e-9),
-        "extract_s_per_frame": extract_s / max(frames, 1),  # one worker (see above)
+        "extract_s_per_frame": _extract_per_frame(single.stage_seconds, frames),  # one worker (see above)
         "extract_s_per_frame_with_hash_and_probe": single.stage_seconds.get("extract", 0.0) / max(frames, 1),
-        "extract_s_per_frame_workers": sum(stages.get(s, 0.0) for s in _EXTRACT_STAGES) / max(frames, 1),
+        "extract_s_per_frame_workers": _extract_per_frame(stages, frames),
         "one_worker": {
             "wall_s": single.wall_s,
             "cpu_s": single.cpu_s,
@@ -188,7 +192,9 @@ def run(args: argparse.Namespace) -> dict:
         "config_overrides": overrides,
     }
     if not args.no_baseline:
-        result.update(_run_baseline(videos, config, args.checkpoint, main, single, work, args.fresh_baseline))
+        result.update(_run_baseline(videos, config, args.checkpoint, main, work, args.fresh_baseline))
+        result["extract_speedup_vs_baseline_per_frame"] = (
+            result["baseline_extract_s_per_frame"] / max(result["extract_s_per_frame"], 1e-9))
     return result
 
 
@@ -201,7 +207,7 @@ def _baseline_cache(work: str, videos: list[BenchVideo], config: ScanConfig, che
 
 
 def _run_baseline(videos: list[BenchVideo], config: ScanConfig, checkpoint: Optional[str],
-                  main: ScanMeasurement, single: ScanMeasurement, work: str, fresh: bool) -> dict:
+                  main: ScanMeasurement, work: str, fresh: bool) -> dict:
     from pipeline.scan import default_checkpoint
 
     checkpoint = checkpoint or config.model.checkpoint or default_checkpoint()
@@ -226,10 +232,6 @@ def _run_baseline(videos: list[BenchVideo], config: ScanConfig, checkpoint: Opti
     frames = sum(r.frames for r in results)
     ours = {r["uri"]: r["score"] for r in main.rows}
     diffs = [abs(ours[r.uri] - r.score) for r in results if r.score is not None and ours.get(r.uri) is not None]
-    baseline_per_frame = sum(stages.get(s, 0.0) for s in _EXTRACT_STAGES) / max(frames, 1)
-    # per frame from the one-worker scan, as extract_s_per_frame
-    scan_per_frame = sum(single.stage_seconds.get(s, 0.0) for s in _EXTRACT_STAGES) / max(
-        single.counters.get("frames_sampled", 0), 1)
     return {
         "baseline_cached": cached,
         "baseline_wall_s": wall,
@@ -237,8 +239,7 @@ def _run_baseline(videos: list[BenchVideo], config: ScanConfig, checkpoint: Opti
         "speedup_vs_baseline": wall / main.wall_s,  # same videos: the ratio of videos per minute
         "baseline_stage_seconds": stages,
         "baseline_frames": frames,
-        "baseline_extract_s_per_frame": baseline_per_frame,
-        "extract_speedup_vs_baseline_per_frame": baseline_per_frame / max(scan_per_frame, 1e-9),
+        "baseline_extract_s_per_frame": _extract_per_frame(stages, frames),
         "faces_vs_baseline": compare_faces(main.rows, {r.uri: r.boxes for r in results}),
         "score_abs_diff_vs_baseline_mean": float(np.mean(diffs)) if diffs else None,
     }
