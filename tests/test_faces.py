@@ -49,7 +49,7 @@ def test_min_face_size_is_in_full_resolution_pixels():
     assert len(FaceDetector(detect_size=320, min_face_size=150).detect(frame[None])[0]) == 0
 
 
-def test_detection_runs_on_its_own_thread_count_and_restores_the_process_setting():
+def test_detection_runs_on_its_own_thread_count_and_restores_the_process_setting(monkeypatch):
     import torch
 
     from models.device import threads_beside_decoder
@@ -68,7 +68,10 @@ def test_detection_runs_on_its_own_thread_count_and_restores_the_process_setting
     frame = astronaut_scene(width=640, height=360, x=100, face_px=300)
     assert len(detector.detect(frame[None])[0]) == 1
     assert seen == [1] and torch.get_num_threads() == before
-    assert threads_beside_decoder(3) == 3 and threads_beside_decoder(0) >= 1
+    # auto: the worker's share of the cores but the decoder's one, at least one thread
+    monkeypatch.setattr("models.device.available_cores", lambda: 8)
+    assert threads_beside_decoder(3) == 3 and threads_beside_decoder(0) == 7
+    assert threads_beside_decoder(0, worker_threads=4) == 3 and threads_beside_decoder(0, worker_threads=1) == 1
 
 
 def test_detect_rejects_wrong_input(detector):
