@@ -70,6 +70,24 @@ def test_large_frames_are_downscaled_inside_the_decoder(cls, videos):
     assert info.value.status == "too_large" and "decode.max_pixels" in str(info.value)
 
 
+def test_decord_reads_a_clip_forward_with_the_frames_get_batch_gives(videos, monkeypatch):
+    import decord
+
+    import transforms.decoders as decoders
+
+    wanted = list(range(13, 29))  # starts between keyframes: the seek must land exactly
+    reference = decord.VideoReader(str(videos["plain"]), ctx=decord.cpu(0)).get_batch(wanted).asnumpy()
+    calls = []
+    run = decoders._decord_run
+    monkeypatch.setattr(decoders, "_decord_run", lambda *a: calls.append(a) or run(*a))
+    clip = DecordDecoder(str(videos["plain"]), **LIMITS).read(wanted)
+    assert calls and clip.frames.flags.writeable and clip.frames.flags.c_contiguous
+    np.testing.assert_array_equal(clip.frames, reference)
+    # Where decoding forward fails, the batch read decides, on a fresh reader.
+    monkeypatch.setattr(decoders, "_decord_run", lambda *a: (_ for _ in ()).throw(RuntimeError("index lied")))
+    np.testing.assert_array_equal(DecordDecoder(str(videos["plain"]), **LIMITS).read(wanted).frames, reference)
+
+
 def test_pyav_counts_frames_exactly_under_variable_frame_rate(videos):
     reference = decode_all_pyav(videos["vfr"])
     clip = PyAVDecoder(str(videos["vfr"]), **LIMITS).read([10, 11, 12])

@@ -14,6 +14,7 @@ to plug in decoders that crash or hang on purpose).
 from __future__ import annotations
 
 import importlib
+import logging
 import threading
 from dataclasses import asdict, dataclass, field
 from typing import Optional, Sequence
@@ -22,6 +23,8 @@ import numpy as np
 
 from transforms.elements import TOO_LARGE, UNREADABLE
 from transforms.media import MediaError, first_line
+
+logger = logging.getLogger(__name__)
 
 
 @dataclass
@@ -244,7 +247,7 @@ def _container_facts(path: str) -> _Container:
 
 
 class DecordDecoder:
-    """decord's ``VideoReader``: one seek and one ``get_batch`` per clip.
+    """decord's ``VideoReader``: one accurate seek per clip, then decoding forward.
 
     The reader is freed after each ``read`` and opened again for the next: an open
     decord 0.6 reader keeps a decoding thread spinning on a full core while it
@@ -323,8 +326,18 @@ class DecordDecoder:
             raise MediaError(UNREADABLE, "none of the requested frames exist")
         reader, self._reader = self._reader or self._open(), None
         try:
-            frames = reader.get_batch(wanted).asnumpy()
+            frames = None
+            if wanted == list(range(wanted[0], wanted[0] + len(wanted))):
+                try:
+                    frames = _decord_run(reader, wanted[0], len(wanted))
+                except Exception as e:  # e.g. the index promised more frames than decode: the batch path decides
+                    logger.debug("decord sequential read failed (%s); reading the batch instead", first_line(e))
+                    reader = self._open()
+            if frames is None:
+                frames = reader.get_batch(wanted).asnumpy()  # writeable, unlike a DLPack view
             stamps = reader.get_frame_timestamp(wanted)[:, 0].astype(np.float64)
+        except MediaError:
+            raise
         except Exception as e:
             raise MediaError(UNREADABLE, f"failed to decode frames: {first_line(e)}") from None
         finally:
@@ -333,6 +346,39 @@ class DecordDecoder:
 
     def close(self) -> None:
         self._reader = None
+
+
+class _DLPack:
+    """Hands numpy a decord DLPack capsule (decord 0.6 has ``to_dlpack`` but not the ``__dlpack__`` protocol)."""
+
+    def __init__(self, capsule):
+        self._capsule = capsule
+
+    def __dlpack__(self, stream=None, **_):
+        return self._capsule
+
+    def __dlpack_device__(self):
+        return (1, 0)  # kDLCPU, device 0
+
+
+def _decord_numpy(array) -> np.ndarray:
+    """A read-only numpy view of a decord ``NDArray``, without ``asnumpy``'s copy (~8 ms per 1080p frame)."""
+    return np.from_dlpack(_DLPack(array.to_dlpack()))
+
+
+def _decord_run(reader, first: int, count: int) -> np.ndarray:
+    """``count`` consecutive frames from ``first``: one accurate seek, then decoding forward.
+
+    Cheaper than ``get_batch`` for a clip (measured 28-30 against 37-40 ms of CPU
+    per 1080p frame): each frame is copied once into the clip's array.
+    """
+    reader.seek_accurate(first)
+    frame = _decord_numpy(reader.next())
+    out = np.empty((count,) + frame.shape, np.uint8)
+    out[0] = frame
+    for k in range(1, count):
+        out[k] = _decord_numpy(reader.next())
+    return out
 
 
 class PyAVDecoder:
