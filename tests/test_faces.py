@@ -74,6 +74,25 @@ def test_detection_runs_on_its_own_thread_count_and_restores_the_process_setting
     assert threads_beside_decoder(0, worker_threads=4) == 3 and threads_beside_decoder(0, worker_threads=1) == 1
 
 
+def test_channels_last_nets_find_what_stock_facenet_finds():
+    import torch
+
+    from models.faces import ChannelsLast
+    from models.torchvision_compat import import_facenet_mtcnn
+
+    detector = FaceDetector(detect_size=640, min_face_size=40)
+    mtcnn = detector._mtcnn(13)
+    assert isinstance(mtcnn.rnet, ChannelsLast) and isinstance(mtcnn.onet, ChannelsLast)
+    stock = import_facenet_mtcnn()(keep_all=True, min_face_size=13, thresholds=[0.6, 0.7, 0.7],
+                                   post_process=False, select_largest=False).eval()
+    frames = np.stack([astronaut_scene(width=640, height=360, x=x, face_px=p) for x, p in ((40, 200), (300, 330))])
+    with torch.inference_mode():
+        ours, theirs = mtcnn.detect(frames, landmarks=True), stock.detect(frames, landmarks=True)
+    for field in range(3):
+        for a, b in zip(ours[field], theirs[field]):
+            np.testing.assert_allclose(np.asarray(a, np.float32), np.asarray(b, np.float32), rtol=1e-4, atol=1e-2)
+
+
 def test_detect_rejects_wrong_input(detector):
     with pytest.raises(ValueError):
         detector.detect(np.zeros((2, 10, 10), np.uint8))
