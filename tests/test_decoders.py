@@ -88,6 +88,17 @@ def test_decord_reads_a_clip_forward_with_the_frames_get_batch_gives(videos, mon
     np.testing.assert_array_equal(DecordDecoder(str(videos["plain"]), **LIMITS).read(wanted).frames, reference)
 
 
+def test_decord_never_returns_malformed_frames(tmp_path):
+    import cv2
+
+    # decord 0.6 decodes 16x16 video into (16, 16, 6) "frames"; its batch read refuses it.
+    path = write_video(tmp_path / "tiny.mp4", [cv2.resize(f, (16, 16)) for f in face_frames(count=10)])
+    with pytest.raises(MediaError) as info:
+        DecordDecoder(str(path), **LIMITS).read([0, 1])
+    assert info.value.status == "unreadable"
+    assert PyAVDecoder(str(path), **LIMITS).read([0, 1]).frames.shape == (2, 16, 16, 3)
+
+
 def test_pyav_counts_frames_exactly_under_variable_frame_rate(videos):
     reference = decode_all_pyav(videos["vfr"])
     clip = PyAVDecoder(str(videos["vfr"]), **LIMITS).read([10, 11, 12])

@@ -374,10 +374,12 @@ def _decord_run(reader, first: int, count: int) -> np.ndarray:
     """
     reader.seek_accurate(first)
     frame = _decord_numpy(reader.next())
+    if frame.ndim != 3 or frame.shape[2] != 3:  # decord 0.6 hands back (16, 16, 6) for 16x16 video
+        raise ValueError(f"decord returned a frame of shape {frame.shape}")
     out = np.empty((count,) + frame.shape, np.uint8)
     out[0] = frame
     for k in range(1, count):
-        out[k] = _decord_numpy(reader.next())
+        out[k] = _decord_numpy(reader.next())  # a frame of another shape raises here
     return out
 
 
