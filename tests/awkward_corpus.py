@@ -15,6 +15,7 @@ Each entry says what a correct scanner reports for it:
 """
 from __future__ import annotations
 
+import contextlib
 import os
 import sys
 from dataclasses import dataclass
@@ -51,6 +52,19 @@ def face_frames(count: int = 30, width: int = 640, height: int = 360, face_px: i
     return frames
 
 
+@contextlib.contextmanager
+def _keep_scheduling():
+    """SVT-AV1's encoder switches the calling thread to SCHED_FIFO when run as root;
+    every thread and process started from it afterwards would be real-time too."""
+    policy = os.sched_getscheduler(0) if hasattr(os, "sched_getscheduler") else None
+    param = os.sched_getparam(0) if policy is not None else None
+    try:
+        yield
+    finally:
+        if policy is not None and os.sched_getscheduler(0) != policy:
+            os.sched_setscheduler(0, policy, param)
+
+
 def write_video(
     path: Path,
     frames: Sequence[np.ndarray],
@@ -65,7 +79,7 @@ def write_video(
     import av
 
     height, width = frames[0].shape[:2]
-    with av.open(str(path), "w", options=container_options or {}) as container:
+    with _keep_scheduling(), av.open(str(path), "w", options=container_options or {}) as container:
         stream = container.add_stream(codec, rate=FPS)
         stream.width, stream.height, stream.pix_fmt = width, height, pix_fmt
         stream.options = options or {}

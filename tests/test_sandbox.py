@@ -69,6 +69,33 @@ def test_a_hanging_decoder_is_killed_at_its_time_limit(moving_face_video):
         assert len(sandbox.read(_clip()).frames) == 25
 
 
+def test_the_decoder_runs_at_normal_priority_under_a_real_time_worker_thread(moving_face_video):
+    # SVT-AV1 (PyAV's AV1 encoder) makes its calling thread SCHED_FIFO when run as root, and
+    # children inherit it: a hanging real-time decoder starved the worker of its timeout.
+    import os
+    import threading
+
+    seen = {}
+
+    def worker():
+        try:
+            os.sched_setscheduler(0, os.SCHED_FIFO, os.sched_param(1))
+        except (AttributeError, PermissionError, OSError) as e:
+            seen["skip"] = str(e)
+            return
+        with DecoderSandbox(timeout_s=30) as sandbox:
+            sandbox.open("pyav", str(moving_face_video), **LIMITS)
+            seen["child"] = os.sched_getscheduler(sandbox._proc.pid)
+            sandbox.close_input()
+
+    thread = threading.Thread(target=worker)
+    thread.start()
+    thread.join()
+    if "skip" in seen:
+        pytest.skip(f"cannot make a thread real-time here: {seen['skip']}")
+    assert seen["child"] == os.SCHED_OTHER
+
+
 def test_runaway_memory_hits_the_limit(moving_face_video):
     with DecoderSandbox(timeout_s=60, memory_mb=1024) as sandbox:
         sandbox.open(FAULTY + "MemoryHog", str(moving_face_video), **LIMITS)

@@ -392,7 +392,24 @@ def _limit_memory(megabytes: int) -> None:
         logger.warning("decoder memory limit not applied: %s", e)
 
 
+def _normal_scheduling() -> None:
+    """Run at normal priority even if the worker thread that started us was real-time.
+
+    Children inherit their parent thread's scheduling policy, and some native
+    libraries switch the thread that calls them to SCHED_FIFO when allowed (root):
+    SVT-AV1's encoder does. A real-time decoder that hangs in a busy loop would
+    then keep the worker from ever running its timeout. Measured: such a scan
+    hung forever instead of killing the child after ``decode.timeout_s``.
+    """
+    try:
+        if os.sched_getscheduler(0) != os.SCHED_OTHER:
+            os.sched_setscheduler(0, os.SCHED_OTHER, os.sched_param(0))
+    except (AttributeError, OSError) as e:  # not Linux, or not allowed
+        logger.warning("decoder scheduling policy not reset: %s", e)
+
+
 def main(argv: Sequence[str]) -> None:
+    _normal_scheduling()
     _limit_memory(int(argv[0]) if argv else 0)
     # Replies go over the original stdout; anything native code prints goes to stderr instead.
     outbox = os.fdopen(os.dup(1), "wb")
