@@ -88,6 +88,7 @@ def test_channels_last_nets_find_what_stock_facenet_finds():
     frames = np.stack([astronaut_scene(width=640, height=360, x=x, face_px=p) for x, p in ((40, 200), (300, 330))])
     with torch.inference_mode():
         ours, theirs = mtcnn.detect(frames, landmarks=True), stock.detect(frames, landmarks=True)
+    assert [len(b) for b in theirs[0]] == [1, 1]  # the comparison below is over real detections
     for field in range(3):
         for a, b in zip(ours[field], theirs[field]):
             np.testing.assert_allclose(np.asarray(a, np.float32), np.asarray(b, np.float32), rtol=1e-4, atol=1e-2)

@@ -401,10 +401,12 @@ def _normal_scheduling() -> None:
     then keep the worker from ever running its timeout. Measured: such a scan
     hung forever instead of killing the child after ``decode.timeout_s``.
     """
+    if not hasattr(os, "sched_setscheduler"):  # not Linux: no inherited real-time policy to drop
+        return
     try:
         if os.sched_getscheduler(0) != os.SCHED_OTHER:
             os.sched_setscheduler(0, os.SCHED_OTHER, os.sched_param(0))
-    except (AttributeError, OSError) as e:  # not Linux, or not allowed
+    except OSError as e:
         logger.warning("decoder scheduling policy not reset: %s", e)
 
 
