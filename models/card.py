@@ -1,9 +1,11 @@
 """The model card: the facts about a pair of trained models that travel with their weights.
 
 A card says how to rebuild the models (architectures and their arguments), how
-to feed them (input size, normalisation, clip length) and how to read their
-output (class names, threshold, temperature). It is stored as plain JSON-able
-data inside every checkpoint.
+to feed them (crop policy and margins, input size, pixel range, normalisation)
+and how to read their output (class names, threshold and the operating point it
+was chosen for, temperature, aggregator). It is stored as plain JSON-able data
+inside every checkpoint, so a scan, ``extract``, ``evaluate`` and the report
+all prepare a model's faces as it was trained on them (like timm's pretrained cfg).
 """
 from __future__ import annotations
 
@@ -14,12 +16,21 @@ import math
 from dataclasses import dataclass, field
 from typing import Any
 
+from models.crops import CropSpec
+
 logger = logging.getLogger(__name__)
 
 IMAGENET_MEAN: tuple[float, float, float] = (0.485, 0.456, 0.406)
 IMAGENET_STD: tuple[float, float, float] = (0.229, 0.224, 0.225)
-AGGREGATORS = ("bilstm", "mean")
-CARD_FORMAT_VERSION = 1
+# How frame results become a verdict: the BiLSTM over each track, the mean of a
+# track's frame probabilities, or the SBI authors' rule (per frame the maximum
+# over faces at least half the size of the largest, per video the mean over frames).
+AGGREGATORS = ("bilstm", "mean", "sbi")
+CROP_POLICIES = ("aligned", "box")
+# Version 2 added the crop policy, pixel range and operating point; version 1
+# cards (aligned crops, margin 0.25, pixels in [0, 1]) still load.
+CARD_FORMAT_VERSION = 2
+READABLE_FORMAT_VERSIONS = (1, 2)
 # Constructor arguments the checkpoint loader derives itself; a card must not set them.
 _DERIVED_FRAME_KWARGS = ("num_classes", "manipulation_classes")
 _DERIVED_SEQUENCE_KWARGS = ("input_dim",)
@@ -32,15 +43,29 @@ class ModelCard:
     Attributes:
         name: Human-readable model name, e.g. ``"b4-celebdf-v2"``.
         frame_arch: Registered frame model name, e.g. ``"efficientnet-b4"``.
-        input_size: Square face-crop side in pixels fed to the frame model.
-        mean: Per-channel RGB mean applied after scaling pixels to [0, 1].
+        input_size: Square face-crop side in pixels fed to the frame model; crops are
+            cut at this size, never resized to fit.
+        crop_policy: ``"aligned"``: five-point similarity onto our template with
+            ``crop_margin`` context; ``"box"``: the detector box grown by
+            ``box_margins`` and resized to ``input_size`` without keeping the aspect ratio.
+        crop_margin: ``aligned`` only: context on each side, as a fraction of the
+            template's tight face box.
+        box_margins: ``box`` only: growth of the box on the left, top, right and
+            bottom, as fractions of its width (left/right) or height (top/bottom).
+        pixel_range: uint8 0..255 maps linearly onto this range before ``mean``/``std``.
+        mean: Per-channel RGB mean subtracted after scaling to ``pixel_range``
+            ((0, 0, 0) with std (1, 1, 1): no normalisation).
         std: Per-channel RGB std applied after subtracting ``mean``.
         class_names: Frame model output classes, in logit order.
         manipulation_classes: Classes of the optional second head that names the method
             behind a fake (empty: no such head).
         fake_class: Which of ``class_names`` means "fake".
         threshold: Fake probability at or above which a video is flagged.
-        aggregator: How frame results become a track score: ``"bilstm"`` or ``"mean"``.
+        operating_point: How ``threshold`` was chosen and what it gave on validation,
+            e.g. ``{"method": "target_fpr", "target_fpr": 0.01, "val_fpr": 0.0,
+            "val_tpr": 0.93, "val_videos": 40}``; empty when not recorded.
+        aggregator: How frame results become a verdict: ``"bilstm"``, ``"mean"`` or
+            ``"sbi"`` (see ``AGGREGATORS``).
         sequence_arch: Registered sequence model name, or None.
         sequence_kwargs: Extra sequence constructor arguments (e.g. ``hidden_dim``).
         frame_kwargs: Extra frame constructor arguments (e.g. ``dropout``).
@@ -54,12 +79,17 @@ class ModelCard:
     name: str
     frame_arch: str
     input_size: int
+    crop_policy: str = "aligned"
+    crop_margin: float = 0.25
+    box_margins: tuple[float, float, float, float] = (0.125, 0.125, 0.125, 0.125)
+    pixel_range: tuple[float, float] = (0.0, 1.0)
     mean: tuple[float, float, float] = IMAGENET_MEAN
     std: tuple[float, float, float] = IMAGENET_STD
     class_names: tuple[str, ...] = ("real", "fake")
     fake_class: str = "fake"
     manipulation_classes: tuple[str, ...] = ()
     threshold: float = 0.5
+    operating_point: dict = field(default_factory=dict)
     aggregator: str = "bilstm"
     sequence_arch: str | None = "bilstm"
     sequence_kwargs: dict = field(default_factory=dict)
@@ -72,11 +102,14 @@ class ModelCard:
 
     def __post_init__(self) -> None:
         # Normalise container types (JSON gives lists) and detach from the caller's objects.
-        self.mean = _float3("mean", self.mean)
-        self.std = _float3("std", self.std)
+        self.mean = _floats("mean", self.mean, 3)
+        self.std = _floats("std", self.std, 3)
+        self.box_margins = _floats("box_margins", self.box_margins, 4)
+        self.pixel_range = _floats("pixel_range", self.pixel_range, 2)
+        self.crop_margin = float(self.crop_margin)
         self.class_names = tuple(str(c) for c in self.class_names)
         self.manipulation_classes = tuple(str(c) for c in self.manipulation_classes)
-        for attr in ("sequence_kwargs", "frame_kwargs", "training"):
+        for attr in ("sequence_kwargs", "frame_kwargs", "training", "operating_point"):
             value = getattr(self, attr)
             if not isinstance(value, dict):
                 raise ValueError(f"model card {attr} must be a dict, got {type(value).__name__}")
@@ -91,6 +124,14 @@ class ModelCard:
             problems.append("frame_arch must not be empty")
         if not isinstance(self.input_size, int) or self.input_size <= 0:
             problems.append(f"input_size must be a positive int, got {self.input_size!r}")
+        if self.crop_policy not in CROP_POLICIES:
+            problems.append(f"crop_policy must be one of {list(CROP_POLICIES)}, got {self.crop_policy!r}")
+        if not 0.0 <= self.crop_margin <= 2.0:
+            problems.append(f"crop_margin must be in [0, 2], got {self.crop_margin}")
+        if any(not 0.0 <= m <= 2.0 for m in self.box_margins):
+            problems.append(f"box_margins must each be in [0, 2], got {self.box_margins}")
+        if not self.pixel_range[0] < self.pixel_range[1]:
+            problems.append(f"pixel_range must be (low, high) with low < high, got {self.pixel_range}")
         if any(s <= 0 for s in self.std):
             problems.append(f"std must be positive, got {self.std}")
         if len(self.class_names) < 2 or len(set(self.class_names)) != len(self.class_names):
@@ -109,10 +150,10 @@ class ModelCard:
             problems.append(f"clip_len must be a positive int, got {self.clip_len!r}")
         if not (self.temperature > 0 and math.isfinite(self.temperature)):
             problems.append(f"temperature must be positive, got {self.temperature}")
-        if self.format_version != CARD_FORMAT_VERSION:
+        if self.format_version not in READABLE_FORMAT_VERSIONS:
             problems.append(
                 f"format_version {self.format_version} is not supported "
-                f"(this code reads {CARD_FORMAT_VERSION})"
+                f"(this code reads {', '.join(map(str, READABLE_FORMAT_VERSIONS))})"
             )
         for key in _DERIVED_FRAME_KWARGS:
             if key in self.frame_kwargs:
@@ -122,6 +163,16 @@ class ModelCard:
                 problems.append(f"sequence_kwargs must not set {key!r} (derived from the card)")
         if problems:
             raise ValueError("invalid model card: " + "; ".join(problems))
+
+    @property
+    def crop(self) -> CropSpec:
+        """How this model's face crops are cut (policy, size, margins)."""
+        return CropSpec(
+            policy=self.crop_policy,
+            size=self.input_size,
+            margin=self.crop_margin,
+            box_margins=self.box_margins,
+        )
 
     @property
     def fake_index(self) -> int:
@@ -134,8 +185,10 @@ class ModelCard:
             ) from None
 
     def to_dict(self) -> dict[str, Any]:
-        """The card as plain JSON-able data (tuples become lists)."""
-        return {f.name: _plain(getattr(self, f.name), f.name) for f in dataclasses.fields(self)}
+        """The card as plain JSON-able data (tuples become lists), in the current format."""
+        d = {f.name: _plain(getattr(self, f.name), f.name) for f in dataclasses.fields(self)}
+        d["format_version"] = CARD_FORMAT_VERSION  # older cards are upgraded when written again
+        return d
 
     @classmethod
     def from_dict(cls, d: dict[str, Any]) -> ModelCard:
@@ -163,14 +216,14 @@ class ModelCard:
             raise ValueError(f"invalid model card: {err}") from None
 
 
-def _float3(name: str, value: Any) -> tuple[float, float, float]:
+def _floats(name: str, value: Any, count: int) -> tuple[float, ...]:
     try:
         values = tuple(float(v) for v in value)
     except (TypeError, ValueError):
-        raise ValueError(f"model card {name} must be 3 numbers, got {value!r}") from None
-    if len(values) != 3:
-        raise ValueError(f"model card {name} must be 3 numbers (R, G, B), got {value!r}")
-    return values  # type: ignore[return-value]
+        raise ValueError(f"model card {name} must be {count} numbers, got {value!r}") from None
+    if len(values) != count:
+        raise ValueError(f"model card {name} must be {count} numbers, got {value!r}")
+    return values
 
 
 def _plain(value: Any, path: str) -> Any:
