@@ -4,7 +4,10 @@ Crops are uint8 ``HxWx3`` RGB arrays as produced by :func:`models.align.align_fa
 every random choice comes from a caller's ``np.random.Generator``, so a seed
 fixes the result. :class:`TrainAugment` first may turn a real crop into a
 self-blended pseudo-fake (Shiohara & Yamasaki 2022, via
-:func:`models.manipulate.blend_face`), then applies flip, colour jitter,
+:func:`models.manipulate.blend_face` with the diverse training recipe of
+:func:`self_blend_params`: random mask outlines and deformations, and a random
+set of source/target mismatches, so the detector learns blending in general
+rather than one blend), then applies flip, colour jitter,
 down-and-up scaling, and last Gaussian blur and JPEG re-compression with the
 probabilities of Wang et al. 2020 ("CNN-generated images are surprisingly easy
 to spot... for now"). :class:`EvalAugment` is the identity, so training and
@@ -13,18 +16,22 @@ evaluation use objects of the same shape.
 from __future__ import annotations
 
 import logging
-from dataclasses import dataclass, fields
+from dataclasses import dataclass, fields, replace
 
 import cv2
 import numpy as np
 
 from models.align import face_template
-from models.manipulate import SELF_BLEND, BlendParams, blend_face
+from models.face_mask import MASK_OUTLINES
+from models.manipulate import SELF_BLEND, BlendParams, BlendVariety, blend_face
 
 logger = logging.getLogger(__name__)
 
 REAL, FAKE = 0, 1
-_PROBABILITIES = ("flip_p", "color_jitter_p", "downscale_p", "blur_p", "jpeg_p", "sbi_p")
+_PROBABILITIES = ("flip_p", "color_jitter_p", "downscale_p", "blur_p", "jpeg_p", "sbi_p",
+                  "sbi_mask_deform_p", "sbi_misalign_p", "sbi_color_p", "sbi_sharpness_p",
+                  "sbi_resample_p", "sbi_jpeg_p", "sbi_full_blend_p")
+_NOT_PAIRS = _PROBABILITIES + ("margin", "sbi_mask_outlines")
 _MIN_SIGMA = 0.1  # below this a Gaussian kernel is the identity on uint8 pixels
 _GRAY = np.array([0.299, 0.587, 0.114], dtype=np.float32)  # ITU-R BT.601 luma
 
@@ -47,6 +54,14 @@ class AugmentConfig:
     Ranges are ``(low, high)`` and sampled uniformly; colour factors multiply
     (1 keeps the image). ``margin`` must be the alignment margin the crops were
     made with, so the self-blend mask lands on the face.
+
+    The ``sbi_*`` keys shape the self-blends (see :func:`self_blend_params` and
+    :class:`models.manipulate.BlendVariety`): ``sbi_mask_outlines`` are drawn
+    uniformly, ``sbi_mask_deform_p`` deforms the mask (affine and elastic),
+    ``sbi_mask_blur`` is its soft-edge sigma as a fraction of the face size, each
+    ``sbi_<mismatch>_p`` is the chance the source carries that mismatch (at least
+    one of colour, sharpness, resample and JPEG always), and the blend ratio is 1
+    with ``sbi_full_blend_p``, else drawn from ``sbi_blend_ratio``.
     """
 
     flip_p: float = 0.5
@@ -62,6 +77,16 @@ class AugmentConfig:
     jpeg_quality: tuple[int, int] = (30, 100)
     sbi_p: float = 0.5
     margin: float = 0.25
+    sbi_mask_outlines: tuple[str, ...] = MASK_OUTLINES
+    sbi_mask_deform_p: float = 0.5
+    sbi_mask_blur: tuple[float, float] = (0.005, 0.06)
+    sbi_misalign_p: float = 0.5
+    sbi_color_p: float = 0.6
+    sbi_sharpness_p: float = 0.5
+    sbi_resample_p: float = 0.3
+    sbi_jpeg_p: float = 0.3
+    sbi_blend_ratio: tuple[float, float] = (0.25, 1.0)
+    sbi_full_blend_p: float = 0.5
 
     def __post_init__(self) -> None:
         for name in _PROBABILITIES:
@@ -70,8 +95,13 @@ class AugmentConfig:
                 raise ValueError(f"{name} must be in [0, 1], got {value}")
             object.__setattr__(self, name, value)
         for field in fields(self):
-            if field.name not in _PROBABILITIES and field.name != "margin":
+            if field.name not in _NOT_PAIRS:
                 object.__setattr__(self, field.name, _pair(getattr(self, field.name), field.name))
+        outlines = self.sbi_mask_outlines
+        outlines = (outlines,) if isinstance(outlines, str) else tuple(str(o) for o in outlines)
+        if not outlines or set(outlines) - set(MASK_OUTLINES):
+            raise ValueError(f"sbi_mask_outlines must name some of {MASK_OUTLINES}, got {outlines}")
+        object.__setattr__(self, "sbi_mask_outlines", outlines)
         checks = {
             "brightness": self.brightness[0] >= 0.0,
             "contrast": self.contrast[0] >= 0.0,
@@ -81,6 +111,8 @@ class AugmentConfig:
             "jpeg_quality": 0 <= self.jpeg_quality[0] and self.jpeg_quality[1] <= 100
             and all(float(q).is_integer() for q in self.jpeg_quality),
             "margin": self.margin >= 0.0,
+            "sbi_mask_blur": self.sbi_mask_blur[0] >= 0.0,
+            "sbi_blend_ratio": 0.0 < self.sbi_blend_ratio[0] and self.sbi_blend_ratio[1] <= 1.0,
         }
         for name, ok in checks.items():
             if not ok:
@@ -164,6 +196,47 @@ def downscale(img: np.ndarray, factor: float) -> np.ndarray:
     return cv2.resize(shrunk, (width, height), interpolation=cv2.INTER_LINEAR)
 
 
+# Ranges of the training self-blends; which mismatches a blend carries is drawn per blend
+# (BlendVariety). Wider and reaching milder values than the sample archive's BlendParams(),
+# which were made strong for a B0 trained from scratch: a pretrained backbone can learn
+# subtle blends, and a detector that only knows strong ones misses the rest.
+_TRAINING_BLEND = BlendParams(
+    scale=(0.94, 1.06),
+    translate=(0.0, 0.03),
+    rotate_deg=(-2.0, 2.0),
+    colour_gain=(0.02, 0.1),
+    colour_offset=(2.0, 16.0),
+    hue_shift_deg=(-6.0, 6.0),
+    saturation_scale=(0.8, 1.2),
+    blur_sigma=(0.5, 1.8),
+    sharpen=(0.3, 1.5),
+    sharpen_prob=0.5,
+    mask_expand=(1.0, 1.5),
+    mask_blur=(0.005, 0.06),
+    mask_morph=(-0.04, 0.03),
+    blend_ratio=(0.25, 1.0),
+    variety=BlendVariety(),
+)
+
+
+def self_blend_params(config: AugmentConfig | None = None) -> BlendParams:
+    """The training self-blend recipe, with the ``sbi_*`` settings of ``config``."""
+    cfg = config or AugmentConfig()
+    variety = replace(
+        _TRAINING_BLEND.variety,
+        mask_outlines=cfg.sbi_mask_outlines,
+        mask_deform_p=cfg.sbi_mask_deform_p,
+        misalign_p=cfg.sbi_misalign_p,
+        colour_p=cfg.sbi_color_p,
+        sharpness_p=cfg.sbi_sharpness_p,
+        resample_p=cfg.sbi_resample_p,
+        jpeg_p=cfg.sbi_jpeg_p,
+        full_blend_p=cfg.sbi_full_blend_p,
+    )
+    return replace(_TRAINING_BLEND, mask_blur=cfg.sbi_mask_blur, blend_ratio=cfg.sbi_blend_ratio,
+                   variety=variety)
+
+
 class TrainAugment:
     """Training-time augmentation of one aligned face crop.
 
@@ -180,13 +253,14 @@ class TrainAugment:
 
     Args:
         config: Probabilities and ranges; defaults to ``AugmentConfig()``.
-        blend_params: Self-blend sampling ranges; defaults to ``BlendParams()``.
+        blend_params: Self-blend sampling ranges; defaults to
+            ``self_blend_params(config)`` (given, it replaces the ``sbi_*`` settings).
     """
 
     def __init__(self, *, config: AugmentConfig | None = None,
                  blend_params: BlendParams | None = None):
         self.config = config or AugmentConfig()
-        self.blend_params = blend_params
+        self.blend_params = blend_params or self_blend_params(self.config)
         self._templates: dict[int, np.ndarray] = {}
 
     def __repr__(self) -> str:

@@ -1,30 +1,51 @@
 """A generated, identity-disjoint training set for the demo checkpoint.
 
 Built from the same scenes, camera motion, encoder and manipulations as the
-sample archive (``pipeline/samples.py``), with many more identities: every LFW
-face of scikit-image's subset (plus the astronaut, in training only) gets one
-real and one manipulated video. Identities are split into train, val and test
-before any video is made, so validation and test faces are never seen in
-training, and a face-swap donor always comes from the fake's own split.
+sample archive (``pipeline/samples.py``), with many more identities: the LFW
+faces of scikit-image's subset, plus the astronaut and the camera man (training
+only). Identities are split into train, val and test before any video is made,
+so validation and test faces are never seen in training.
+
+The training split holds real videos only: the detector learns from them and
+from self-blended pseudo-fakes made on the fly (``models.augment.TrainAugment``),
+never from one generator's fakes. Each training identity is filmed several times,
+each time in a new scene, light, pose, resolution and compression. Validation and
+test identities get one real video and one fake made by our own blend code
+(self-blend or face swap with a donor of the same split), so validation can stop
+training early and calibrate the threshold; the test videos are those of earlier
+releases, byte for byte.
 """
 from __future__ import annotations
 
 import csv
+import dataclasses
 import logging
 import os
 import time
 from dataclasses import dataclass
+from typing import Protocol
 
+import cv2
 import numpy as np
+import skimage.data
 
 from models.manipulate import FACE_SWAP, SELF_BLEND
-from pipeline.samples import FaceSource, make_sample, SampleSpec
+from pipeline.samples import FaceSource, SampleSpec, make_sample
 
 logger = logging.getLogger(__name__)
 
 MANIFEST_COLUMNS = ("uri", "label", "manipulation", "group", "split")
+DEFAULT_SEED = 0
+VAL_FRACTION = 0.2
+TEST_FRACTION = 0.25
+CAMERA = "camera"
+TRAIN_ONLY_IDENTITIES = ("astronaut", CAMERA)  # the only non-LFW faces: seen in training only
+
 _SIZES = ((320, 240), (480, 270), (640, 360))
 _BACKGROUNDS = ("plaster", "brick", "grass")
+_TRAIN_SIZES = _SIZES + ((854, 480),)
+_TRAIN_BACKGROUNDS = _BACKGROUNDS + ("rocket",)
+_CAMERA_CROP = (slice(78, 238), slice(145, 305))  # the camera man's head (MTCNN finds it)
 
 
 @dataclass(frozen=True)
@@ -49,23 +70,213 @@ def assign_identity_splits(
     return splits
 
 
+@dataclass(frozen=True)
+class Look:
+    """How one training video restyles its portrait before filming.
+
+    Attributes:
+        brightness: Overall light level (1 keeps it).
+        warmth: Colour temperature: positive raises red and lowers blue, negative the reverse.
+        gradient: Strength of a linear light fall-off across the portrait (0: even light).
+        gradient_angle: Direction of that fall-off, radians.
+        roll_deg: In-plane rotation of the portrait's content, degrees.
+        zoom: Scale of the content about the face centre.
+        tilt: Perspective: offsets of the four corners (x, y pairs), fractions of the side.
+    """
+
+    brightness: float = 1.0
+    warmth: float = 0.0
+    gradient: float = 0.0
+    gradient_angle: float = 0.0
+    roll_deg: float = 0.0
+    zoom: float = 1.0
+    tilt: tuple[float, ...] = (0.0,) * 8
+
+
+def draw_look(rng: np.random.Generator) -> Look:
+    """A random lighting and pose, mild enough that MTCNN still finds the face."""
+    return Look(
+        brightness=float(rng.uniform(0.7, 1.2)),
+        warmth=float(rng.uniform(-0.12, 0.12)),
+        gradient=float(rng.uniform(0.0, 0.4)),
+        gradient_angle=float(rng.uniform(0.0, 2.0 * np.pi)),
+        roll_deg=float(rng.uniform(-10.0, 10.0)),
+        zoom=float(rng.uniform(0.92, 1.08)),
+        tilt=tuple(float(v) for v in rng.uniform(-0.04, 0.04, 8)),
+    )
+
+
+def restyle_portrait(image: np.ndarray, landmarks: np.ndarray, box: np.ndarray,
+                     look: Look) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Relight and re-pose a portrait; returns its new image, landmarks and face box."""
+    height, width = image.shape[:2]
+    centre = box.reshape(2, 2).mean(axis=0)
+    similarity = np.eye(3)
+    similarity[:2] = cv2.getRotationMatrix2D((float(centre[0]), float(centre[1])), look.roll_deg,
+                                             look.zoom)
+    corners = np.float32([[0, 0], [width, 0], [width, height], [0, height]])
+    tilted = corners + np.float32(look.tilt).reshape(4, 2) * np.float32([width, height])
+    matrix = cv2.getPerspectiveTransform(corners, tilted) @ similarity
+    warped = cv2.warpPerspective(image, matrix, (width, height), flags=cv2.INTER_LINEAR,
+                                 borderMode=cv2.BORDER_REPLICATE)
+
+    def move(points: np.ndarray) -> np.ndarray:
+        moved = cv2.perspectiveTransform(points.reshape(-1, 1, 2).astype(np.float64), matrix)
+        return moved.reshape(-1, 2)
+
+    x0, y0, x1, y1 = box
+    moved = move(np.array([[x0, y0], [x1, y0], [x1, y1], [x0, y1]]))
+    new_box = np.concatenate([moved.min(axis=0), moved.max(axis=0)])
+    ys, xs = np.mgrid[:height, :width].astype(np.float32)
+    direction = np.float32([np.cos(look.gradient_angle), np.sin(look.gradient_angle)])
+    ramp = ((xs / width - 0.5) * direction[0] + (ys / height - 0.5) * direction[1])
+    light = look.brightness * (1.0 + look.gradient * ramp)[..., None]
+    tint = np.float32([1.0 + look.warmth, 1.0, 1.0 - look.warmth])
+    lit = np.clip(np.rint(warped.astype(np.float32) * light * tint), 0, 255).astype(np.uint8)
+    return lit, move(landmarks), new_box
+
+
+class Portrait(Protocol):
+    """What ``make_sample`` reads of a face source's portrait: photo, landmarks, face box."""
+
+    image: np.ndarray
+    landmarks: np.ndarray
+    box: np.ndarray
+
+
+@dataclass(frozen=True)
+class _Portrait:
+    """A face photo with its landmarks and face box (x1, y1, x2, y2)."""
+
+    image: np.ndarray
+    landmarks: np.ndarray
+    box: np.ndarray
+
+
+class TrainingFaces(FaceSource):
+    """The sample archive's faces plus scikit-image's camera man, a gray face."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self._camera = None
+
+    def portrait(self, identity: str, face_px: float) -> Portrait:
+        """The identity's portrait scaled so that its face box is ``face_px`` tall."""
+        if identity != CAMERA:
+            return super().portrait(identity, face_px)
+        if self._camera is None:
+            gray = skimage.data.camera()[_CAMERA_CROP]
+            image = np.ascontiguousarray(np.repeat(gray[..., None], 3, axis=2))
+            box, points = self._detect(image, CAMERA)  # RuntimeError when MTCNN finds no face
+            self._camera = _Portrait(image, points, box)
+        canonical = self._camera
+        scale = face_px / float(canonical.box[3] - canonical.box[1])
+        height, width = canonical.image.shape[:2]
+        size = (max(int(round(width * scale)), 2), max(int(round(height * scale)), 2))
+        image = cv2.resize(canonical.image, size,
+                           interpolation=cv2.INTER_AREA if scale < 1 else cv2.INTER_CUBIC)
+        factor = np.array(size, dtype=np.float64) / (width, height)
+        box = (canonical.box.reshape(2, 2) + 0.5) * factor - 0.5
+        return _Portrait(image, (canonical.landmarks + 0.5) * factor - 0.5, box.ravel())
+
+
+class _RestyledFaces:
+    """A face source whose portraits all get one :class:`Look` (one training video)."""
+
+    def __init__(self, faces: FaceSource, look: Look) -> None:
+        self._faces, self._look = faces, look
+
+    def portrait(self, identity: str, face_px: float) -> Portrait:
+        portrait = self._faces.portrait(identity, face_px)
+        image, landmarks, box = restyle_portrait(portrait.image, portrait.landmarks,
+                                                 portrait.box, self._look)
+        return dataclasses.replace(portrait, image=image, landmarks=landmarks, box=box)
+
+
+def _film(spec: SampleSpec, index: int, out_dir: str, seed: int,
+          faces: FaceSource | _RestyledFaces) -> str | None:
+    """Write one video; ``None`` (and a warning) when its face cannot be framed or found."""
+    try:
+        return make_sample(spec, index, out_dir, seed, faces).uri
+    except (RuntimeError, ValueError) as e:  # a source face MTCNN cannot find, or framing
+        logger.warning("skipping %s: %s", spec.name, e)
+        return None
+
+
+def _real_and_fake(split: str, members: list[str], rng: np.random.Generator, index: int,
+                   out_dir: str, seed: int, seconds: float,
+                   faces: FaceSource) -> tuple[list[TrainingItem], int]:
+    """A real and a fake video of every member (val and test); returns them and the next index."""
+    items = []
+    for k, who in enumerate(members):
+        manipulation = SELF_BLEND if k % 2 == 0 else FACE_SWAP
+        donor = members[(k + 1) % len(members)] if manipulation == FACE_SWAP else ""
+        common = dict(
+            size=_SIZES[int(rng.integers(len(_SIZES)))],
+            who=who,
+            background=_BACKGROUNDS[int(rng.integers(len(_BACKGROUNDS)))],
+            face_height=float(rng.uniform(0.38, 0.5)),
+            fps=int(rng.choice([24, 25, 30])),
+            seconds=seconds,
+            crf=int(rng.integers(18, 29)),
+            preset="veryfast",
+        )
+        stem = f"{split}_{who}"
+        for label, spec in (
+            ("real", SampleSpec(f"{stem}_real", **common)),
+            ("fake", SampleSpec(f"{stem}_{manipulation}", manipulation=manipulation, donor=donor,
+                                **common)),
+        ):
+            uri = _film(spec, index, out_dir, seed, faces)
+            index += 1
+            if uri:
+                items.append(TrainingItem(uri, label, spec.manipulation, who, split))
+    return items, index
+
+
+def _reals(members: list[str], videos: int, rng: np.random.Generator, index: int, out_dir: str,
+           seed: int, seconds: float, faces: FaceSource) -> tuple[list[TrainingItem], int]:
+    """``videos`` real videos of every training member, each in a new scene, light, pose,
+    resolution and compression; returns them and the next index."""
+    items = []
+    for who in members:
+        for rep in range(videos):
+            spec = SampleSpec(
+                f"train_{who}_v{rep}_real",
+                size=_TRAIN_SIZES[int(rng.integers(len(_TRAIN_SIZES)))],
+                who=who,
+                background=_TRAIN_BACKGROUNDS[int(rng.integers(len(_TRAIN_BACKGROUNDS)))],
+                face_height=float(rng.uniform(0.3, 0.52)),
+                fps=int(rng.choice([24, 25, 30])),
+                seconds=seconds,
+                crf=int(rng.integers(16, 33)),
+                preset="ultrafast" if rng.random() < 0.3 else "veryfast",
+            )
+            uri = _film(spec, index, out_dir, seed, _RestyledFaces(faces, draw_look(rng)))
+            index += 1
+            if uri:
+                items.append(TrainingItem(uri, "real", "", who, "train"))
+    return items, index
+
+
 def generate_training_set(
     out_dir: str,
     *,
-    seed: int = 0,
+    seed: int = DEFAULT_SEED,
     identities: int = 100,
-    train_videos: int = 1,
+    train_videos: int = 4,
     seconds: float = 2.0,
-    val_fraction: float = 0.2,
-    test_fraction: float = 0.25,
+    val_fraction: float = VAL_FRACTION,
+    test_fraction: float = TEST_FRACTION,
 ) -> list[TrainingItem]:
-    """Write short H.264 videos, a real and a fake per identity, and ``OUT_DIR/manifest.csv``.
+    """Write short H.264 videos of every identity and ``OUT_DIR/manifest.csv``.
 
     The manifest has ``uri,label,manipulation,group,split`` columns (group is the
-    identity). Fakes alternate between self-blending and a face swap with a donor
-    of the same split. Training identities get ``train_videos`` real/fake pairs,
-    each in a newly drawn scene with the other manipulation; validation and test
-    identities get one (and are drawn first, so they do not change with it).
+    identity). Test identities come first and are made exactly as in earlier
+    releases; validation identities next; both get a real video and a fake
+    (self-blends and face swaps alternate, donors from the same split).
+    Training identities (the astronaut and the camera man among them) get
+    ``train_videos`` real videos each and no fakes.
     """
     if train_videos < 1:
         raise ValueError(f"train_videos must be at least 1, got {train_videos}")
@@ -74,46 +285,29 @@ def generate_training_set(
     os.makedirs(out_dir, exist_ok=True)
     names = [f"lfw{i}" for i in range(min(identities, 100))]
     splits = assign_identity_splits(names, seed, val_fraction, test_fraction)
-    splits["astronaut"] = "train"  # the only sharp colour face: seen real and fake in training only
-    by_split: dict[str, list[str]] = {}
-    for name in ["astronaut", *names]:
-        by_split.setdefault(splits[name], []).append(name)
-    rng = np.random.default_rng([seed, 7])
-    faces = FaceSource()
-    items: list[TrainingItem] = []
-    index = 0
-    for split, members in sorted(by_split.items()):
-        for k, who in enumerate(members):
-            for rep in range(train_videos if split == "train" else 1):
-                manipulation = SELF_BLEND if (k + rep) % 2 == 0 else FACE_SWAP
-                donor = members[(k + 1 + rep) % len(members)] if manipulation == FACE_SWAP else ""
-                common = dict(
-                    size=_SIZES[int(rng.integers(len(_SIZES)))],
-                    who=who,
-                    background=_BACKGROUNDS[int(rng.integers(len(_BACKGROUNDS)))],
-                    face_height=float(rng.uniform(0.38, 0.5)),
-                    fps=int(rng.choice([24, 25, 30])),
-                    seconds=seconds,
-                    crf=int(rng.integers(18, 29)),
-                    preset="veryfast",
-                )
-                stem = f"{split}_{who}" + (f"_v{rep}" if rep else "")
-                for label, spec in (
-                    ("real", SampleSpec(f"{stem}_real", **common)),
-                    ("fake", SampleSpec(f"{stem}_{manipulation}", manipulation=manipulation, donor=donor, **common)),
-                ):
-                    try:
-                        sample = make_sample(spec, index, out_dir, seed, faces)
-                    except (RuntimeError, ValueError) as e:  # a source face MTCNN cannot find, or framing
-                        logger.warning("skipping %s: %s", spec.name, e)
-                        continue
-                    finally:
-                        index += 1
-                    items.append(TrainingItem(sample.uri, label, spec.manipulation, who, split))
-        logger.info("%s: %d videos", split, sum(i.split == split for i in items))
+    splits.update(dict.fromkeys(TRAIN_ONLY_IDENTITIES, "train"))
+    by_split: dict[str, list[str]] = {"test": [], "val": [], "train": []}
+    for name in ["astronaut", *names, CAMERA]:
+        by_split[splits[name]].append(name)
+    faces = TrainingFaces()
+    # Each split draws from its own stream, so one split's settings never move another's
+    # videos; the test split's stream and file indices are those of earlier releases.
+    test, index = _real_and_fake("test", by_split["test"], np.random.default_rng([seed, 7]), 0,
+                                 out_dir, seed, seconds, faces)
+    val, index = _real_and_fake("val", by_split["val"], np.random.default_rng([seed, 7, 1]), index,
+                                out_dir, seed, seconds, faces)
+    train, index = _reals(by_split["train"], train_videos, np.random.default_rng([seed, 7, 2]),
+                          index, out_dir, seed, seconds, faces)
+    items = test + val + train
+    for split, made in (("test", test), ("val", val), ("train", train)):
+        labels = {label: sum(i.label == label for i in made) for label in ("real", "fake")}
+        logger.info("%s: %d videos (%d real, %d fake)", split, len(made), labels["real"],
+                    labels["fake"])
     with open(os.path.join(out_dir, "manifest.csv"), "w", newline="", encoding="utf-8") as f:
         writer = csv.writer(f, lineterminator="\n")
         writer.writerow(MANIFEST_COLUMNS)
         writer.writerows((i.uri, i.label, i.manipulation, i.group, i.split) for i in items)
-    logger.info("wrote %d training videos to %s in %.1f s", len(items), out_dir, time.perf_counter() - started)
+    elapsed = time.perf_counter() - started
+    logger.info("wrote %d training videos to %s in %.1f s (%.2f s per video)", len(items),
+                out_dir, elapsed, elapsed / max(index, 1))
     return items

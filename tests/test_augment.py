@@ -18,8 +18,10 @@ from models.augment import (
     gaussian_blur,
     hflip,
     jpeg_recompress,
+    self_blend_params,
 )
-from models.manipulate import SELF_BLEND, blend_face
+from models.face_mask import MASK_OUTLINES
+from models.manipulate import MISMATCHES, SELF_BLEND, BlendParams, blend_face
 
 # MTCNN landmarks of skimage's astronaut photo (as in test_manipulate.py).
 ASTRONAUT_LANDMARKS = np.array(
@@ -127,13 +129,14 @@ def test_self_blend_turns_reals_into_fakes_inside_the_mask(crop: np.ndarray, see
     # Same generator state as inside the augment: the decision is its first draw.
     rng = np.random.default_rng(seed)
     rng.random()
-    expected = blend_face(crop, face_template(SIZE, MARGIN), rng)
+    expected = blend_face(crop, face_template(SIZE, MARGIN), rng, params=augment.blend_params)
     np.testing.assert_array_equal(out, expected.image)
+    assert augment.blend_params.variety is not None  # the diverse training recipe
     outside = expected.mask == 0
-    assert 0.1 < outside.mean() < 0.9  # the mask covers the face, not the whole crop
+    assert 0.1 < outside.mean() < 0.97  # the mask covers part of the face, not the whole crop
     np.testing.assert_array_equal(out[outside], crop[outside])
     changed = np.abs(out.astype(int) - crop).max(axis=-1) > 0
-    assert changed.sum() > 500 and np.all(expected.mask[changed] > 0)
+    assert changed.sum() > 200 and np.all(expected.mask[changed] > 0)
     # The crop's corners lie outside any face mask.
     np.testing.assert_array_equal(out[:8, :8], crop[:8, :8])
 
@@ -171,7 +174,10 @@ def test_same_seed_same_output_and_seeds_differ(crop: np.ndarray) -> None:
      ("blur_sigma", (3.0, 1.0)), ("blur_sigma", (-1.0, 1.0)), ("jpeg_quality", (30, 101)),
      ("jpeg_quality", (30.5, 90)), ("downscale_range", (0.0, 0.5)),
      ("downscale_range", (0.5, 1.5)), ("brightness", (-0.2, 1.0)), ("margin", -0.1),
-     ("contrast", 1.0)],
+     ("contrast", 1.0), ("sbi_color_p", 1.5), ("sbi_full_blend_p", -0.5),
+     ("sbi_mask_outlines", ("face", "star")), ("sbi_mask_outlines", ()),
+     ("sbi_blend_ratio", (0.0, 1.0)), ("sbi_blend_ratio", (0.5, 1.2)),
+     ("sbi_mask_blur", (-0.1, 0.1))],
 )
 def test_config_validation_names_the_key(key: str, value) -> None:
     with pytest.raises(ValueError, match=key):
@@ -195,3 +201,43 @@ def test_eval_augment_is_the_identity(crop: np.ndarray) -> None:
     out, label, manipulation = EvalAugment()(crop, 0, np.random.default_rng(0))
     np.testing.assert_array_equal(out, crop)
     assert (label, manipulation) == (0, "")
+
+
+def test_self_blend_params_follow_the_config() -> None:
+    config = AugmentConfig(sbi_mask_outlines=["hull", "oval"], sbi_mask_deform_p=0.1,
+                           sbi_mask_blur=[0.01, 0.02], sbi_misalign_p=0.2, sbi_color_p=0.3,
+                           sbi_sharpness_p=0.4, sbi_resample_p=0.6, sbi_jpeg_p=0.7,
+                           sbi_blend_ratio=[0.5, 0.9], sbi_full_blend_p=0.8)
+    params = self_blend_params(config)
+    variety = params.variety
+    assert config.sbi_mask_outlines == variety.mask_outlines == ("hull", "oval")
+    assert (variety.mask_deform_p, variety.misalign_p, variety.colour_p, variety.sharpness_p,
+            variety.resample_p, variety.jpeg_p, variety.full_blend_p) == (
+        0.1, 0.2, 0.3, 0.4, 0.6, 0.7, 0.8)
+    assert params.mask_blur == (0.01, 0.02) and params.blend_ratio == (0.5, 0.9)
+    assert TrainAugment(config=config).blend_params == params
+    # The defaults are the diverse recipe, and differ from the sample archive's blends.
+    default = self_blend_params()
+    assert default.variety is not None and default != BlendParams()
+    assert set(default.variety.mask_outlines) == set(MASK_OUTLINES)
+    explicit = BlendParams()
+    assert TrainAugment(config=config, blend_params=explicit).blend_params is explicit
+
+
+def test_pseudo_fakes_vary_and_are_reproducible(crop: np.ndarray) -> None:
+    """Over many seeds the default recipe uses every outline and mismatch; a seed fixes it."""
+    augment = TrainAugment(config=dataclasses.replace(NOTHING, sbi_p=1.0))
+    template = face_template(SIZE, MARGIN)
+    outlines, mismatches, ratios = set(), set(), set()
+    for seed in range(40):
+        rng = np.random.default_rng(seed)
+        rng.random()  # the self-blend decision
+        drawn = blend_face(crop, template, rng, params=augment.blend_params)
+        out, label, _ = augment(crop, 0, np.random.default_rng(seed))
+        np.testing.assert_array_equal(out, drawn.image)
+        assert label == 1
+        outlines.add(drawn.params.mask_outline)
+        mismatches.update(drawn.params.mismatches)
+        ratios.add(drawn.params.blend_ratio == 1.0)
+    assert outlines == set(MASK_OUTLINES) and mismatches == set(MISMATCHES)
+    assert ratios == {True, False}

@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import dataclasses
+import hashlib
 
 import av
 import cv2
@@ -9,11 +10,14 @@ import numpy as np
 import pytest
 import skimage.data
 
-from models.align import estimate_similarity
+from models.align import align_face, estimate_similarity, face_template
+from models.face_mask import MASK_OUTLINES, render_mask
 from models.manipulate import (
     FACE_SWAP,
+    MISMATCHES,
     SELF_BLEND,
     BlendParams,
+    BlendVariety,
     blend_face,
     face_size,
     landmark_mask,
@@ -198,3 +202,192 @@ def test_artefact_survives_h264(astronaut: np.ndarray, seed: int) -> None:
     inside = result.mask > 0.5
     assert after[inside].mean() > 0.6 * before[inside].mean()
     assert after[inside].mean() > 4.0
+
+
+# --- the sample archive's blends -------------------------------------------------------
+
+# sha256 (first 16 hex digits) of default blend_face images and masks on the astronaut
+# (self-blends and face swaps, seeds 0-2) and of one default landmark_mask, computed with
+# the code that made the sample archive before blends gained training variety. The sample
+# archive's labels rest on these bytes: a change here changes the archive. (Hashes depend
+# on the OpenCV/numpy build, like the archive's own bytes.)
+SAMPLE_BLENDS_SHA = "67cd8cbacc9ca14d"
+SAMPLE_CROP_BLEND_SHA = "800944b4fb77fd66"
+
+
+def test_sample_archive_blends_are_unchanged(astronaut: np.ndarray, donor) -> None:
+    image, points = donor
+    digest = hashlib.sha256()
+    for seed in range(3):
+        for source, source_points in ((None, None), (image, points)):
+            result = blend_face(astronaut, ASTRONAUT_LANDMARKS, np.random.default_rng(seed),
+                                source=source, source_landmarks=source_points)
+            digest.update(result.image.tobytes())
+            digest.update(result.mask.tobytes())
+    mask = landmark_mask((512, 512), ASTRONAUT_LANDMARKS, np.random.default_rng(5))
+    digest.update(mask.tobytes())
+    assert digest.hexdigest()[:16] == SAMPLE_BLENDS_SHA
+    crop, _ = align_face(astronaut, ASTRONAUT_LANDMARKS, 128, 0.25)
+    result = blend_face(crop, face_template(128, 0.25), np.random.default_rng(3))
+    assert hashlib.sha256(result.image.tobytes() + result.mask.tobytes()).hexdigest()[:16] == (
+        SAMPLE_CROP_BLEND_SHA)
+    assert result.params.mask_outline == "face" and result.params.mask_affine is None
+    assert result.params.mismatches == ("misalign", "colour", "sharpness")
+
+
+# --- training variety ------------------------------------------------------------------
+
+CROP, MARGIN = 160, 0.25
+TEMPLATE = face_template(CROP, MARGIN)
+# Wide ranges, so that every drawn mismatch is visible in the tests.
+VARIED = BlendParams(blend_ratio=(0.25, 1.0), mask_blur=(0.005, 0.06), variety=BlendVariety())
+
+
+@pytest.fixture(scope="module")
+def crop(astronaut: np.ndarray) -> np.ndarray:
+    image, _ = align_face(astronaut, ASTRONAUT_LANDMARKS, CROP, MARGIN)
+    return image
+
+
+def _allowed_region(variety: BlendVariety, params: BlendParams) -> np.ndarray:
+    """Where a varied blend may change the crop: the largest mask, grown by every deformation."""
+    size = face_size(TEMPLATE)
+    reach = (params.mask_morph[1] + 3 * params.mask_blur[1] + 3 * variety.mask_elastic[1]
+             + variety.mask_affine[1]) * size + 3
+    region = np.zeros((CROP, CROP), dtype=np.uint8)
+    for outline in MASK_OUTLINES:
+        region |= render_mask((CROP, CROP), TEMPLATE.astype(np.float64),
+                              params.mask_expand[1] * (1 + variety.mask_affine[1]), 0.0, 0.0,
+                              outline=outline) > 0
+    radius = int(np.ceil(reach))
+    kernel = cv2.getStructuringElement(cv2.MORPH_ELLIPSE, (2 * radius + 1, 2 * radius + 1))
+    return cv2.dilate(region, kernel) > 0
+
+
+@pytest.mark.parametrize("outline", MASK_OUTLINES)
+def test_mask_outlines_cover_the_face_centre_only(outline: str) -> None:
+    mask = landmark_mask((512, 512), ASTRONAUT_LANDMARKS, np.random.default_rng(0), expand=1.3,
+                         outline=outline)
+    nose = np.round(ASTRONAUT_LANDMARKS[2]).astype(int)
+    assert mask[nose[1], nose[0]] > 0.9
+    rows, cols = np.mgrid[:512, :512]
+    far = np.hypot(cols - nose[0], rows - nose[1]) > 1.2 * face_size(ASTRONAUT_LANDMARKS)
+    assert not mask[far].any()
+    assert mask.sum() > 0.05 * face_size(ASTRONAUT_LANDMARKS) ** 2
+
+
+def test_mask_outlines_differ_and_unknown_ones_raise() -> None:
+    masks = {o: landmark_mask((512, 512), ASTRONAUT_LANDMARKS, np.random.default_rng(0), outline=o)
+             for o in MASK_OUTLINES}
+    areas = {o: float(m.sum()) for o, m in masks.items()}
+    assert areas["hull"] < areas["inner"] < areas["face"], areas  # nested by construction
+    for a in MASK_OUTLINES:
+        for b in MASK_OUTLINES:
+            if a < b:
+                assert np.abs(masks[a] - masks[b]).sum() > 0.05 * min(areas[a], areas[b])
+    with pytest.raises(ValueError, match="outline"):
+        landmark_mask((64, 64), ASTRONAUT_LANDMARKS, np.random.default_rng(0), outline="square")
+
+
+def test_mask_deformations_move_the_edge_a_little() -> None:
+    size = face_size(ASTRONAUT_LANDMARKS)
+    plain = render_mask((512, 512), ASTRONAUT_LANDMARKS, 1.4, 0.0, 0.0) > 0.5
+    centre = ASTRONAUT_LANDMARKS.mean(axis=0)
+    stretch = np.array([[1.1, 0.05, 0.0], [0.0, 0.95, 0.0]])
+    stretch[:, 2] = centre - stretch[:, :2] @ centre
+    affine = render_mask((512, 512), ASTRONAUT_LANDMARKS, 1.4, 0.0, 0.0, affine=stretch) > 0.5
+    elastic = [render_mask((512, 512), ASTRONAUT_LANDMARKS, 1.4, 0.0, 0.0, elastic_px=0.03 * size,
+                           elastic_seed=seed) > 0.5 for seed in (1, 1, 2)]
+    np.testing.assert_array_equal(elastic[0], elastic[1])  # the seed fixes the field
+    for deformed in (affine, elastic[0], elastic[2]):
+        changed = (deformed != plain).sum()
+        iou = (deformed & plain).sum() / (deformed | plain).sum()
+        assert changed > 100 and iou > 0.8, (changed, iou)
+    assert (elastic[0] != elastic[2]).any()
+
+
+@pytest.mark.parametrize("seed", range(6))
+def test_varied_self_blend_changes_only_inside_its_mask(crop: np.ndarray, seed: int) -> None:
+    result = blend_face(crop, TEMPLATE, np.random.default_rng(seed), params=VARIED)
+    again = blend_face(crop, TEMPLATE, np.random.default_rng(seed), params=VARIED)
+    np.testing.assert_array_equal(result.image, again.image)
+    assert result.params == again.params
+    changed = np.abs(result.image.astype(int) - crop).max(axis=-1) > 0
+    assert changed.sum() > 100
+    assert np.all(result.mask[changed] > 0)
+    assert not (result.mask > 0)[~_allowed_region(VARIED.variety, VARIED)].any()
+    assert result.mask.max() <= result.params.blend_ratio + 1e-6
+
+
+def test_variety_draws_every_outline_and_mismatch(crop: np.ndarray) -> None:
+    seen: dict[str, set] = {"mismatch": set(), "outline": set(), "deformed": set(), "full": set(),
+                            "sharpness": set(), "resample": set()}
+    for seed in range(60):
+        drawn = blend_face(crop, TEMPLATE, np.random.default_rng(seed), params=VARIED).params
+        assert set(drawn.mismatches) & {"colour", "sharpness", "resample", "jpeg"}
+        seen["mismatch"].update(drawn.mismatches)
+        seen["outline"].add(drawn.mask_outline)
+        seen["deformed"].add(drawn.mask_affine is not None)
+        seen["full"].add(drawn.blend_ratio == 1.0)
+        seen["sharpness"].add(drawn.sharpness)
+        seen["resample"].add(drawn.resample_interpolation)
+        # Mismatches that are off hold neutral values, those that are on hold drawn ones.
+        assert ("misalign" in drawn.mismatches) == (drawn.scale != 1.0)
+        assert ("colour" in drawn.mismatches) == (drawn.colour_gain != (1.0, 1.0, 1.0))
+        assert ("sharpness" in drawn.mismatches) == (drawn.sharpness != "none")
+        assert ("resample" in drawn.mismatches) == (drawn.resample < 1.0)
+        assert ("jpeg" in drawn.mismatches) == (drawn.jpeg_quality > 0)
+        assert (drawn.mask_affine is None) == (drawn.mask_elastic == 0.0)
+    assert seen["mismatch"] == set(MISMATCHES)
+    assert seen["outline"] == set(MASK_OUTLINES)
+    assert seen["deformed"] == seen["full"] == {True, False}
+    assert seen["sharpness"] == {"blur", "sharpen", "none"}
+    assert seen["resample"] == {"", "area", "nearest"}
+
+
+def _only(mismatch: str) -> BlendParams:
+    chances = {f"{name}_p": float(name == mismatch) for name in
+               ("misalign", "colour", "sharpness", "resample", "jpeg")}
+    return dataclasses.replace(VARIED, blend_ratio=1.0, sharpen_prob=0.0, variety=BlendVariety(
+        mask_outlines=("face",), mask_deform_p=0.0, full_blend_p=1.0, **chances))
+
+
+def _laplacian_energy(img: np.ndarray, where: np.ndarray) -> float:
+    grey = cv2.cvtColor(img, cv2.COLOR_RGB2GRAY).astype(np.float64)
+    return float(np.var(cv2.Laplacian(grey, cv2.CV_64F)[where]))
+
+
+@pytest.mark.parametrize("mismatch", MISMATCHES)
+def test_each_mismatch_alone_changes_the_face(crop: np.ndarray, mismatch: str) -> None:
+    for seed in range(3):
+        result = blend_face(crop, TEMPLATE, np.random.default_rng(seed), params=_only(mismatch))
+        assert result.params.mismatches == (mismatch,)
+        core = result.mask > 0.99
+        diff = np.abs(result.image.astype(int) - crop.astype(int)).mean(axis=-1)
+        assert core.sum() > 1000 and diff[core].mean() > 1.0, (mismatch, diff[core].mean())
+        if mismatch in ("sharpness", "resample"):  # blur and resampling lose fine detail
+            before, after = _laplacian_energy(crop, core), _laplacian_energy(result.image, core)
+            assert after < before, (mismatch, before, after)
+        if mismatch == "jpeg":
+            assert 30 <= result.params.jpeg_quality <= 90
+
+
+def test_variety_without_appearance_mismatches_can_misalign_only(crop: np.ndarray) -> None:
+    params = dataclasses.replace(_only("misalign"), variety=dataclasses.replace(
+        _only("misalign").variety, misalign_p=0.0))
+    result = blend_face(crop, TEMPLATE, np.random.default_rng(0), params=params)
+    assert result.params.mismatches == ()
+    assert np.abs(result.image.astype(int) - crop).max() <= 1  # nothing forced, nothing drawn
+
+
+@pytest.mark.parametrize(
+    "key, value",
+    [("mask_outlines", ("square",)), ("mask_outlines", ()), ("colour_p", 1.5), ("jpeg_p", -0.1),
+     ("mask_affine", (0.0, 0.6)), ("resample_scale", (0.0, 0.5)), ("jpeg_quality", (30, 101)),
+     ("jpeg_quality", (0, 90)), ("jpeg_quality", (30.5, 90)), ("brightness", (0.2, 0.1))],
+)
+def test_variety_validation_names_the_key(key: str, value) -> None:
+    with pytest.raises(ValueError, match=key):
+        BlendVariety(**{key: value})
+    with pytest.raises(ValueError, match="variety"):
+        BlendParams(variety={"colour_p": 0.5})
