@@ -47,7 +47,7 @@ case "${1:-}" in
     setup
     ds="$VENV/bin/deepfake-scan"
     [ -f data/trainset/manifest.csv ] || "$ds" samples data/trainset --training-set
-    "$ds" extract --data data/trainset/manifest.csv --output outputs/demo_faces
+    "$ds" extract --data data/trainset/manifest.csv --output outputs/demo_faces --train-config configs/train_demo.yaml
     "$ds" train --config configs/train_demo.yaml "$@"
     "$VENV/bin/python" -m pipeline.export_demo outputs/train_demo/model.pt models/weights/demo.pt
     "$ds" evaluate --checkpoint models/weights/demo.pt --data data/trainset/manifest.csv \

@@ -5,12 +5,13 @@ reads it; MTCNN runs on the full-resolution frame, one frame at a time; each
 face is aligned and scored by the frame model one crop at a time (eager
 PyTorch, as the write-ups run it); tracks are linked and the BiLSTM judges
 them. The frames sampled are the scan job's (same clip plan), and the face
-model, landmarks alignment and thresholds are the same, so the faces found
-can be compared box by box.
+model, the crops (cut as the checkpoint's card says) and thresholds are the
+same, so the faces found can be compared box by box.
 """
 from __future__ import annotations
 
 import logging
+import math
 import time
 from dataclasses import dataclass, field
 
@@ -18,9 +19,9 @@ import cv2
 import numpy as np
 import torch
 
-from models.align import align_face
 from models.checkpoint import load_checkpoint
-from models.faces import FaceDetector
+from models.crops import ALIGNED, cut_aligned_crop, cut_box_crop
+from models.faces import MTCNN_MIN_FACE, FaceDetector
 from models.inference import FramePredictor, SequencePredictor
 from models.tracking import link_tracks
 from pipeline.config import ScanConfig
@@ -69,7 +70,24 @@ class NaivePipeline:
         loaded = load_checkpoint(checkpoint, map_location="cpu")
         self.frame_model = FramePredictor(loaded, torch.device("cpu"), optimize=False, precision="fp32")
         self.sequence_model = SequencePredictor(loaded, torch.device("cpu")) if loaded.sequence_model else None
+        self.crop = loaded.card.crop
         self.config = config
+
+    def _cut(self, frame: np.ndarray, faces, d: int) -> np.ndarray:
+        if self.crop.policy == ALIGNED:
+            return cut_aligned_crop(frame, faces.landmarks[d], self.crop)
+        return cut_box_crop(frame, faces.boxes[d], self.crop)
+
+    def _smallest_face(self, capture) -> int:
+        """The smallest face the scan job can find in this video, in source pixels.
+
+        The scan's MTCNN sees a copy downscaled by the decoder and for detection, where
+        nothing under its 12-px window is found; the baseline looks for no smaller face
+        on the full frame, so both do the same search and find the same faces.
+        """
+        side = max(capture.get(cv2.CAP_PROP_FRAME_WIDTH), capture.get(cv2.CAP_PROP_FRAME_HEIGHT)) or 1.0
+        scale = min(1.0, self.config.decode.max_side / side, self.config.faces.detect_size / side)
+        return max(self.config.faces.min_face_size, math.ceil(MTCNN_MIN_FACE / scale))
 
     def scan(self, uri: str) -> BaselineResult:
         seconds = dict.fromkeys(("plan", "decode", "detect", "align", "score", "aggregate"), 0.0)
@@ -77,6 +95,7 @@ class NaivePipeline:
         clips = clip_plan(uri, self.config)
         seconds["plan"] += time.perf_counter() - tick
         capture = cv2.VideoCapture(uri)
+        self.detector.min_face_size = self._smallest_face(capture)
         boxes: dict[int, np.ndarray] = {}
         track_probs, frames = [], 0
         try:
@@ -98,8 +117,7 @@ class NaivePipeline:
                     boxes[index] = found.boxes
                     for d in range(len(found)):
                         tick = time.perf_counter()
-                        crop = align_face(rgb, found.landmarks[d], self.config.faces.crop_size,
-                                          self.config.faces.margin)[0]
+                        crop = self._cut(rgb, found, d)
                         seconds["align"] += time.perf_counter() - tick
                         tick = time.perf_counter()
                         crops_by_pos[(len(detections) - 1, d)] = self.frame_model(crop[None])

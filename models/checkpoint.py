@@ -12,6 +12,10 @@ written through fsspec, so local paths, ``memory://`` and ``gs://`` all work.
 A checkpoint spec is a path/URL, or ``scheme:rest`` for a registered scheme:
 ``untrained[:ARCH]`` gives deterministic random weights; ``sbi:PATH`` loads the
 Self-Blended Images authors' released B4 weights (``models/sbi.py``).
+
+``load_checkpoint`` builds the models (workers, through ``transforms.checkpoints``);
+``read_card`` gives only the card and the SHA-256 (the driver). The byte-level
+pieces both this module and ``models.sbi`` use live in ``models.checkpoint_io``.
 """
 from __future__ import annotations
 
@@ -19,8 +23,6 @@ import hashlib
 import io
 import logging
 import os
-import pickle
-import re
 import tempfile
 from dataclasses import dataclass, replace
 from typing import Callable
@@ -30,9 +32,18 @@ import torch
 from torch import nn
 
 from models.card import ModelCard
-from models.frame import FrameModel, calibrate_batchnorm, default_input_size
+from models.checkpoint_io import (
+    CheckpointError,
+    LoadedCheckpoint,
+    load_state,
+    read_bytes,
+    ready,
+    state_mismatch,
+    unpickle,
+)
+from models.frame import calibrate_batchnorm, default_input_size
 from models.registry import create_model, list_models
-from models.sequence import TrackLSTM
+from models.sbi import load_sbi, sbi_card
 
 logger = logging.getLogger(__name__)
 
@@ -41,22 +52,6 @@ CHECKPOINT_VERSION = 1
 DEFAULT_UNTRAINED_ARCH = "efficientnet-b0"
 UNTRAINED_SEED = 0
 _CHUNK_BYTES = 1 << 20
-_ZIP_MAGIC = b"PK\x03\x04"
-
-
-class CheckpointError(ValueError):
-    """A checkpoint could not be found, read, trusted or matched to its architecture."""
-
-
-@dataclass
-class LoadedCheckpoint:
-    """Models ready for inference (eval mode) and the card describing them."""
-
-    card: ModelCard
-    frame_model: FrameModel
-    sequence_model: TrackLSTM | None
-    sha256: str | None
-    source: str
 
 
 def file_sha256(path: str) -> str:
@@ -114,27 +109,65 @@ def load_checkpoint(spec: str | None, map_location: str = "cpu") -> LoadedCheckp
 
     Args:
         spec: ``None``/``"untrained"``/``"untrained:ARCH"`` for deterministic random
-            weights, otherwise a local path or fsspec URL of a saved checkpoint.
+            weights, ``"sbi:PATH"`` for the SBI authors' released weights, otherwise
+            a local path or fsspec URL of a saved checkpoint.
         map_location: Device to load tensors onto and place the models on.
 
     Raises:
         CheckpointError: With a one-line reason when the checkpoint cannot be used.
     """
+    scheme, rest = _scheme_of(spec)
+    if scheme is not None:
+        return scheme.load(rest, map_location)
+    return _load_file(rest, map_location)
+
+
+def read_card(spec: str | None) -> tuple[ModelCard, str | None]:
+    """The card of a checkpoint spec and the SHA-256 of its bytes, without building any model.
+
+    For the driver: it needs the card (name, threshold, how crops are cut) and the
+    fingerprint, not the weights. ``untrained[:ARCH]`` has no bytes (sha256 None).
+
+    Raises:
+        CheckpointError: With a one-line reason when the checkpoint cannot be used.
+    """
+    scheme, rest = _scheme_of(spec)
+    if scheme is not None:
+        return scheme.card(rest)
+    _, card, sha = _read_file(rest)
+    return card, sha
+
+
+@dataclass(frozen=True)
+class _Scheme:
+    """A ``scheme:rest`` checkpoint spec: how to load it, and how to read only its card."""
+
+    load: Callable[[str, str], LoadedCheckpoint]
+    card: Callable[[str], tuple[ModelCard, str | None]]
+
+
+def _scheme_of(spec: str | None) -> tuple[_Scheme | None, str]:
+    """``(scheme, rest)`` for ``scheme:rest`` specs, ``(None, spec)`` for files and URLs."""
     if spec is None or spec == "untrained":
-        return _load_untrained("", map_location)
-    scheme, sep, rest = spec.partition(":")
-    if sep and scheme in _SCHEMES and not rest.startswith("//"):
-        return _SCHEMES[scheme](rest, map_location)
-    return _load_file(spec, map_location)
+        return _SCHEMES["untrained"], ""
+    name, sep, rest = spec.partition(":")
+    if sep and name in _SCHEMES and not rest.startswith("//"):
+        return _SCHEMES[name], rest
+    return None, spec
+
+
+def _untrained_card(arch: str) -> tuple[ModelCard, None]:
+    arch = arch or DEFAULT_UNTRAINED_ARCH
+    _check_arch(arch, "frame", f"untrained:{arch}")
+    note = f"random weights (seed {UNTRAINED_SEED}); for tests and smoke runs only"
+    card = ModelCard(name="untrained", frame_arch=arch, input_size=default_input_size(arch),
+                     training={"note": note})
+    return card, None
 
 
 def _load_untrained(arch: str, map_location: str) -> LoadedCheckpoint:
-    arch = arch or DEFAULT_UNTRAINED_ARCH
-    source = f"untrained:{arch}"
-    note = f"random weights (seed {UNTRAINED_SEED}); for tests and smoke runs only"
-    _check_arch(arch, "frame", source)
-    card = ModelCard(name="untrained", frame_arch=arch, input_size=default_input_size(arch),
-                     training={"note": note})
+    card, _ = _untrained_card(arch)
+    source = f"untrained:{card.frame_arch}"
     with torch.random.fork_rng(devices=[]):  # fixed weights, caller's RNG untouched
         torch.manual_seed(UNTRAINED_SEED)
         frame_model, sequence_model = _build_models(card, True, source)
@@ -142,27 +175,31 @@ def _load_untrained(arch: str, map_location: str) -> LoadedCheckpoint:
         # default statistics an untrained model's outputs do not depend on its input.
         calibrate_batchnorm(frame_model, torch.randn(1, 3, card.input_size, card.input_size))
     card = replace(card, embedding_dim=frame_model.embedding_dim)
-    logger.warning("using UNTRAINED %s models: scores are meaningless", arch)
-    return _ready(card, frame_model, sequence_model, None, source, map_location)
+    logger.warning("using UNTRAINED %s models: scores are meaningless", card.frame_arch)
+    return ready(card, frame_model, sequence_model, None, source, map_location)
 
 
-def _load_sbi(path: str, map_location: str) -> LoadedCheckpoint:
-    """``sbi:PATH``: the Self-Blended Images authors' released EfficientNet-B4 weights."""
-    from models.sbi import load_sbi  # imported late: models.sbi builds on this module
+def _sbi_card(path: str) -> tuple[ModelCard, str]:
+    """``sbi:PATH``: the authors' card, once the file is known to hold an SBI state dict."""
+    source = f"sbi:{path}"
+    data = read_bytes(path)
+    payload = unpickle(data, source)
+    if not isinstance(payload, dict) or not isinstance(payload.get("model"), dict):
+        raise CheckpointError(f"{source} is not an SBI checkpoint (expected a dict with a 'model' state dict)")
+    return sbi_card(), hashlib.sha256(data).hexdigest()
 
-    return load_sbi(path, map_location)
 
-
-_SCHEMES: dict[str, Callable[[str, str], LoadedCheckpoint]] = {
-    "untrained": _load_untrained,
-    "sbi": _load_sbi,
+_SCHEMES: dict[str, _Scheme] = {
+    "untrained": _Scheme(_load_untrained, _untrained_card),
+    "sbi": _Scheme(load_sbi, _sbi_card),
 }
 
 
-def _load_file(source: str, map_location: str) -> LoadedCheckpoint:
-    data = _read_bytes(source)
+def _read_file(source: str, map_location: str = "cpu") -> tuple[dict, ModelCard, str]:
+    """Payload, card and SHA-256 of one of our checkpoint files, checked but not built."""
+    data = read_bytes(source)
     sha = hashlib.sha256(data).hexdigest()
-    payload = _unpickle(data, source, map_location)
+    payload = unpickle(data, source, map_location)
     if not isinstance(payload, dict) or payload.get("format") != CHECKPOINT_FORMAT:
         found = payload.get("format") if isinstance(payload, dict) else type(payload).__name__
         raise CheckpointError(f"{source} is not a deepfake-scan checkpoint (format {found!r})")
@@ -173,46 +210,22 @@ def _load_file(source: str, map_location: str) -> LoadedCheckpoint:
         card = ModelCard.from_dict(payload.get("card"))
     except ValueError as err:
         raise CheckpointError(f"{source} has an invalid model card: {err}") from None
+    return payload, card, sha
+
+
+def _load_file(source: str, map_location: str) -> LoadedCheckpoint:
+    payload, card, sha = _read_file(source, map_location)
     frame_state, sequence_state = payload.get("frame_state"), payload.get("sequence_state")
     with torch.random.fork_rng(devices=[]):  # random init is overwritten; keep caller's RNG
         frame_model, sequence_model = _build_models(card, sequence_state is not None, source)
     if card.embedding_dim and card.embedding_dim != frame_model.embedding_dim:
         raise CheckpointError(f"{source}: card embedding_dim {card.embedding_dim} but "
                               f"{card.frame_arch} produces {frame_model.embedding_dim}")
-    _load_state(frame_model, frame_state, card.frame_arch, source)
+    load_state(frame_model, frame_state, card.frame_arch, source)
     if sequence_model is not None:
-        _load_state(sequence_model, sequence_state, card.sequence_arch, source)
+        load_state(sequence_model, sequence_state, card.sequence_arch, source)
     logger.info("loaded checkpoint %s (%s, sha256 %s)", source, card.name, sha[:12])
-    return _ready(card, frame_model, sequence_model, sha, source, map_location)
-
-
-def _read_bytes(source: str) -> bytes:
-    try:
-        with fsspec.open(source, "rb") as f:
-            return f.read()
-    except FileNotFoundError:
-        raise CheckpointError(f"checkpoint not found: {source}") from None
-    except (OSError, ImportError, ValueError) as err:
-        raise CheckpointError(f"could not read checkpoint {source}: {err}") from None
-
-
-def _unpickle(data: bytes, source: str, map_location: str) -> object:
-    try:
-        return torch.load(io.BytesIO(data), map_location=map_location, weights_only=True)
-    except pickle.UnpicklingError as err:
-        message = str(err)
-        looks_saved = data.startswith(_ZIP_MAGIC) or data[:1] == b"\x80"  # torch zip or raw pickle
-        if "Weights only load failed" in message and looks_saved:
-            found = re.search(r"Unsupported global: GLOBAL (\S+)", message)
-            detail = f"it asks to import {found.group(1)}" if found else "it holds non-tensor objects"
-            raise CheckpointError(
-                f"checkpoint {source} was refused: it is not a plain weights file ({detail}, "
-                "which could run code when loaded)"
-            ) from None
-        raise CheckpointError(f"checkpoint {source} is not a PyTorch weights file") from None
-    except Exception as err:  # torch raises RuntimeError/EOFError/... for non-torch bytes
-        kind = type(err).__name__
-        raise CheckpointError(f"checkpoint {source} is not a PyTorch weights file ({kind})") from None
+    return ready(card, frame_model, sequence_model, sha, source, map_location)
 
 
 def _check_arch(name: str, kind: str, source: str) -> None:
@@ -251,45 +264,6 @@ def _build_models(
     return frame, sequence
 
 
-def _load_state(model: nn.Module, state: object, arch: str, source: str) -> None:
-    if not isinstance(state, dict) or not all(isinstance(v, torch.Tensor) for v in state.values()):
-        raise CheckpointError(f"{source}: {arch} weights are not a dict of tensors")
-    expected = model.state_dict()
-    problem = _state_mismatch({k: v.shape for k, v in expected.items()}, state)
-    if problem:
-        raise CheckpointError(f"{source}: weights do not match architecture {arch}: {problem}")
-    # float16 checkpoints: back to the model's own dtype (float32).
-    state = {k: v.to(expected[k].dtype) if v.is_floating_point() else v for k, v in state.items()}
-    model.load_state_dict(state, strict=True)
-
-
-def _state_mismatch(expected: dict[str, torch.Size], state: dict[str, torch.Tensor]) -> str | None:
-    """One-line description of how ``state`` differs from ``expected`` shapes, or None."""
-    missing = [k for k in expected if k not in state]
-    unexpected = [k for k in state if k not in expected]
-    shapes = [
-        f"{k} {tuple(state[k].shape)} vs {tuple(expected[k])}"
-        for k in expected if k in state and state[k].shape != expected[k]
-    ]
-    parts = [
-        f"{len(items)} {label} ({', '.join(items[:3])}{', ...' if len(items) > 3 else ''})"
-        for label, items in (("missing keys", missing), ("unexpected keys", unexpected),
-                             ("shape mismatches", shapes))
-        if items
-    ]
-    return "; ".join(parts) or None
-
-
-def _ready(card: ModelCard, frame_model: nn.Module, sequence_model: nn.Module | None,
-           sha: str | None, source: str, map_location: str) -> LoadedCheckpoint:
-    device = torch.device(map_location)
-    frame_model.to(device).eval()
-    if sequence_model is not None:
-        sequence_model.to(device).eval()
-    return LoadedCheckpoint(card=card, frame_model=frame_model, sequence_model=sequence_model,
-                            sha256=sha, source=source)
-
-
 def _card_matching_models(
     card: ModelCard, frame_model: nn.Module, sequence_model: nn.Module | None
 ) -> ModelCard:
@@ -302,7 +276,7 @@ def _card_matching_models(
     pairs = ((card.frame_arch, built[0], frame_model), (card.sequence_arch, built[1], sequence_model))
     for arch, want, given in pairs:
         if given is not None:
-            problem = _state_mismatch({k: v.shape for k, v in want.state_dict().items()}, given.state_dict())
+            problem = state_mismatch({k: v.shape for k, v in want.state_dict().items()}, given.state_dict())
             if problem:
                 raise ValueError(f"model does not match the card's {arch}: {problem}")
     return replace(card, embedding_dim=embedding_dim)
@@ -347,3 +321,13 @@ def _write_atomic(path: str, data: bytes) -> None:
         if os.path.exists(tmp):
             os.remove(tmp)
         raise
+
+
+__all__ = [
+    "CheckpointError",
+    "LoadedCheckpoint",
+    "file_sha256",
+    "load_checkpoint",
+    "read_card",
+    "save_checkpoint",
+]

@@ -15,7 +15,7 @@ from models.torchvision_compat import import_facenet_mtcnn
 logger = logging.getLogger(__name__)
 
 # MTCNN's P-Net looks at 12x12 windows: no smaller face can be found.
-_MTCNN_MIN_FACE = 12
+MTCNN_MIN_FACE = 12
 
 
 @dataclass(frozen=True)
@@ -61,23 +61,27 @@ class FaceDetector:
     Frames are downscaled so their longer side is at most ``detect_size`` (MTCNN's
     batch mode needs equal-size frames, which a clip has), detected in one batched
     call, and boxes and landmarks are mapped back to full resolution. Faces below
-    ``min_confidence`` or with a shorter side than ``min_face_size`` full-resolution
-    pixels are dropped. ``threads`` (CPU): intra-op threads for MTCNN's calls, 0 leaves
-    the process's setting. Building one loads the MTCNN weights: do it once per worker.
+    ``min_confidence`` or with a shorter side than ``min_face_size`` source pixels
+    are dropped. ``min_face_size`` is scaled by every downscale between the source
+    and the copy MTCNN sees (the decoder's, given as ``source_scale``, and the
+    detection copy's) before it becomes MTCNN's minimum face size, which is never
+    below its 12-px window: a heavily downscaled frame cannot show the smallest faces.
+    ``threads`` (CPU): intra-op threads for MTCNN's calls, 0 leaves the process's
+    setting. Building one loads the MTCNN weights: do it once per worker.
     """
 
     def __init__(
         self,
         *,
         detect_size: int = 640,
-        min_face_size: int = 40,
+        min_face_size: int = 20,
         min_confidence: float = 0.9,
         thresholds: Sequence[float] = (0.6, 0.7, 0.7),
         device: str | torch.device = "cpu",
         threads: int = 0,
     ):
-        if detect_size < 2 * _MTCNN_MIN_FACE:
-            raise ValueError(f"detect_size must be at least {2 * _MTCNN_MIN_FACE}, got {detect_size}")
+        if detect_size < 2 * MTCNN_MIN_FACE:
+            raise ValueError(f"detect_size must be at least {2 * MTCNN_MIN_FACE}, got {detect_size}")
         self.detect_size = detect_size
         self.min_face_size = min_face_size
         self.min_confidence = min_confidence
@@ -115,10 +119,16 @@ class FaceDetector:
             return width, height
         return max(1, round(width * scale)), max(1, round(height * scale))
 
-    def detect(self, frames: np.ndarray) -> list[FrameFaces]:
+    def mtcnn_min_size(self, scale: float) -> int:
+        """MTCNN's minimum face size on a copy ``scale`` times the source's size."""
+        return max(MTCNN_MIN_FACE, int(self.min_face_size * scale))
+
+    def detect(self, frames: np.ndarray, source_scale: float = 1.0) -> list[FrameFaces]:
         """Detect faces in ``frames`` (``N x H x W x 3`` uint8 RGB, one clip).
 
-        Returns one ``FrameFaces`` per frame, sorted by decreasing confidence.
+        ``source_scale``: the frames' size relative to the source's (below 1 when
+        the decoder downscaled). Returns one ``FrameFaces`` per frame, sorted by
+        decreasing confidence, in the frames' pixels.
         """
         frames = _check_frames(frames)
         if len(frames) == 0:
@@ -129,19 +139,23 @@ class FaceDetector:
             small = np.stack([cv2.resize(f, size, interpolation=cv2.INTER_AREA) for f in frames])
         else:
             small = frames
-        return self.detect_downscaled(small, (height, width))
+        return self.detect_downscaled(small, (height, width), source_scale)
 
-    def detect_downscaled(self, small: np.ndarray, full_size: tuple[int, int]) -> list[FrameFaces]:
+    def detect_downscaled(
+        self, small: np.ndarray, full_size: tuple[int, int], source_scale: float = 1.0
+    ) -> list[FrameFaces]:
         """Detect faces in frames already downscaled to ``detection_size`` of ``full_size`` (H, W).
 
         The decoder process makes the small copies, so full frames need not travel;
-        boxes and landmarks come back in full-resolution pixels.
+        boxes and landmarks come back in full-size pixels. ``source_scale``: the
+        full-size frames' size relative to the source's (``min_face_size`` is in
+        source pixels).
         """
         small = _check_frames(small)
         if len(small) == 0:
             return []
         scale = small.shape[2] / float(full_size[1])
-        min_size = max(_MTCNN_MIN_FACE, int(self.min_face_size * scale))
+        min_size = self.mtcnn_min_size(scale * source_scale)
         if min(small.shape[1:3]) < min_size:
             # No face of the minimum size fits (MTCNN's image pyramid would be empty and fail).
             return [FrameFaces.empty() for _ in small]
@@ -149,10 +163,10 @@ class FaceDetector:
             batch_boxes, batch_probs, batch_points = self._mtcnn(min_size).detect(small, landmarks=True)
         results = []
         for boxes, probs, points in zip(batch_boxes, batch_probs, batch_points):
-            results.append(self._to_frame_faces(boxes, probs, points, scale))
+            results.append(self._to_frame_faces(boxes, probs, points, scale, self.min_face_size * source_scale))
         return results
 
-    def _to_frame_faces(self, boxes, probs, points, scale: float) -> FrameFaces:
+    def _to_frame_faces(self, boxes, probs, points, scale: float, min_side: float) -> FrameFaces:
         # MTCNN returns None (not an empty array) for a frame without faces.
         if boxes is None or len(boxes) == 0:
             return FrameFaces.empty()
@@ -160,7 +174,7 @@ class FaceDetector:
         probs = np.asarray(probs, dtype=np.float32).reshape(-1)
         points = np.asarray(points, dtype=np.float32).reshape(-1, 5, 2) / scale
         sides = np.minimum(boxes[:, 2] - boxes[:, 0], boxes[:, 3] - boxes[:, 1])
-        keep = (probs >= self.min_confidence) & (sides >= self.min_face_size)
+        keep = (probs >= self.min_confidence) & (sides >= min_side)
         order = np.argsort(-probs[keep], kind="stable")
         return FrameFaces(boxes[keep][order], probs[keep][order], points[keep][order])
 

@@ -2,7 +2,8 @@
 
 Both the training data loader and the scanner build a :class:`FacePreprocess`
 from the model card, so the pixels a model sees at scan time are prepared
-exactly as they were during training.
+exactly as they were during training. Crops are cut at the model's input size
+(``models.crops``); a crop of any other size is refused, never resized to fit.
 """
 from __future__ import annotations
 
@@ -11,22 +12,34 @@ from typing import Sequence, Union
 
 import numpy as np
 import torch
-from torch.nn import functional as F
 
 logger = logging.getLogger(__name__)
 
 Crops = Union[np.ndarray, torch.Tensor, Sequence[np.ndarray]]
 
 
-class FacePreprocess:
-    """uint8 RGB crops ``[N, H, W, 3]`` -> normalised float32 ``[N, 3, S, S]`` in channels_last.
+class CropSizeError(ValueError):
+    """A face crop is not the size the model takes."""
 
-    Pixels are scaled to [0, 1] and normalised per channel with ``mean``/``std``;
-    crops whose side is not ``input_size`` are resized with antialiased bilinear
-    interpolation (which commutes with the per-channel normalisation).
+
+class FacePreprocess:
+    """uint8 RGB crops ``[N, S, S, 3]`` -> normalised float32 ``[N, 3, S, S]`` in channels_last.
+
+    Pixels 0..255 map linearly onto ``pixel_range`` and are then normalised per
+    channel with ``mean``/``std`` (``(0, 0, 0)``/``(1, 1, 1)``: not at all). Crops
+    whose side is not ``input_size`` raise :class:`CropSizeError`: they were cut
+    for another model, and resizing them would silently feed this one pixels it
+    was never trained on.
     """
 
-    def __init__(self, *, input_size: int, mean: Sequence[float], std: Sequence[float]):
+    def __init__(
+        self,
+        *,
+        input_size: int,
+        mean: Sequence[float],
+        std: Sequence[float],
+        pixel_range: Sequence[float] = (0.0, 1.0),
+    ):
         if int(input_size) <= 0:
             raise ValueError(f"input_size must be positive, got {input_size}")
         mean_t = torch.as_tensor(tuple(mean), dtype=torch.float32)
@@ -35,43 +48,57 @@ class FacePreprocess:
             raise ValueError(f"mean and std need 3 values each, got {tuple(mean)} and {tuple(std)}")
         if bool((std_t <= 0).any()):
             raise ValueError(f"std must be positive, got {tuple(std)}")
+        low, high = (float(v) for v in pixel_range)
+        if not low < high:
+            raise ValueError(f"pixel_range must be (low, high) with low < high, got {tuple(pixel_range)}")
         self.input_size = int(input_size)
         self.mean = tuple(mean_t.tolist())
         self.std = tuple(std_t.tolist())
-        # x_norm = (x / 255 - mean) / std = x * scale + shift
-        self._scale = (1.0 / (255.0 * std_t)).view(1, 3, 1, 1)
-        self._shift = (-mean_t / std_t).view(1, 3, 1, 1)
+        self.pixel_range = (low, high)
+        # x_norm = (low + x / 255 * (high - low) - mean) / std = x * scale + shift
+        self._scale = ((high - low) / (255.0 * std_t)).view(1, 3, 1, 1)
+        self._shift = ((low - mean_t) / std_t).view(1, 3, 1, 1)
 
     @classmethod
     def from_card(cls, card) -> FacePreprocess:
         """Preprocessing for the model described by a :class:`~models.card.ModelCard`."""
-        return cls(input_size=card.input_size, mean=card.mean, std=card.std)
+        return cls(input_size=card.input_size, mean=card.mean, std=card.std, pixel_range=card.pixel_range)
 
     def __repr__(self) -> str:
-        return f"{type(self).__name__}(input_size={self.input_size}, mean={self.mean}, std={self.std})"
+        return (f"{type(self).__name__}(input_size={self.input_size}, pixel_range={self.pixel_range}, "
+                f"mean={self.mean}, std={self.std})")
 
     def __call__(self, crops: Crops) -> torch.Tensor:
         """Prepare a batch of crops for the frame model.
 
         Args:
-            crops: uint8 RGB crops as an ``[N, H, W, 3]`` numpy array or torch tensor,
-                or a list of ``[H, W, 3]`` arrays (sizes may differ).
+            crops: uint8 RGB crops as an ``[N, S, S, 3]`` numpy array or torch tensor,
+                or a list of ``[S, S, 3]`` arrays, ``S`` being ``input_size``.
 
         Returns:
             Float32 ``[N, 3, input_size, input_size]``, channels_last, on the input's device.
+
+        Raises:
+            CropSizeError: If a crop is not ``input_size`` x ``input_size``.
         """
         if isinstance(crops, (list, tuple)):
-            return self._from_list(crops)
-        return self._process(_as_uint8_nhwc(crops))
-
-    def _from_list(self, crops: Sequence[np.ndarray]) -> torch.Tensor:
-        if not crops:
-            return self._empty(torch.device("cpu"))
-        arrays = [_as_uint8_nhwc(c[None] if getattr(c, "ndim", 0) == 3 else c) for c in crops]
-        if len({tuple(a.shape[1:]) for a in arrays}) == 1:
+            if not crops:
+                return self._empty(torch.device("cpu"))
+            arrays = [_as_uint8_nhwc(c[None] if getattr(c, "ndim", 0) == 3 else c) for c in crops]
+            for a in arrays:
+                self._check_size(a)
             return self._process(torch.cat(arrays))
-        out = torch.cat([self._process(a) for a in arrays])  # mixed sizes: resize one by one
-        return out.contiguous(memory_format=torch.channels_last)
+        return self._process(self._check_size(_as_uint8_nhwc(crops)))
+
+    def _check_size(self, nhwc: torch.Tensor) -> torch.Tensor:
+        s = self.input_size
+        if nhwc.shape[0] and tuple(nhwc.shape[1:3]) != (s, s):
+            height, width = nhwc.shape[1:3]
+            raise CropSizeError(
+                f"face crops are {width}x{height} px but the model takes {s}x{s}: crops must be cut at "
+                "the model's input size (its card's crop spec), they are never resized to fit"
+            )
+        return nhwc
 
     def _empty(self, device: torch.device) -> torch.Tensor:
         s = self.input_size
@@ -84,9 +111,6 @@ class FacePreprocess:
             return self._empty(nhwc.device)
         # permute of NHWC is an NCHW view with channels_last strides: no copy until .float().
         x = nhwc.permute(0, 3, 1, 2).to(torch.float32)
-        s = self.input_size
-        if x.shape[-2:] != (s, s):
-            x = F.interpolate(x, size=(s, s), mode="bilinear", align_corners=False, antialias=True)
         x = x * self._scale.to(x.device) + self._shift.to(x.device)
         return x.contiguous(memory_format=torch.channels_last)
 

@@ -16,6 +16,8 @@ from typing import Any, Optional, Sequence, TypeVar, Union
 import fsspec
 import yaml
 
+from models.crops import ALIGNED, CropSpec
+
 T = TypeVar("T")
 
 
@@ -78,17 +80,23 @@ class DecodeConfig:
 
 @dataclass
 class FacesConfig:
-    """Face detection (MTCNN), alignment and tracking."""
+    """Face detection (MTCNN), tracking, and which faces are big enough to judge."""
 
     detect_size: int = 640  # frames are downscaled so the longer side is at most this for detection
-    min_face_size: int = 40  # in full-resolution pixels
+    # Smallest face detected, in source pixels (shorter box side); scaled with the detection
+    # copy's downscale, but MTCNN cannot see below its 12-px window in that copy.
+    min_face_size: int = 20
+    # Tracks whose face (median longer box side, source pixels) is smaller are reported, not scored.
+    min_judge_size: int = 24
     min_confidence: float = 0.9
     detect_every: int = 12  # detect on every Nth frame of a clip (and the last), interpolate between; 1: all
     interpolate_min_iou: float = 0.75  # two detections that agree less than this: the gap between is bisected
     detect_threads: int = 0  # CPU threads for MTCNN while the decoder reads ahead; 0: the worker's cores but one
     mtcnn_thresholds: list[float] = field(default_factory=lambda: [0.6, 0.7, 0.7])
-    crop_size: int = 224  # aligned crop side: 224 for B0, 380 for B4
-    margin: float = 0.25  # context around the face, as a fraction of the tight face box
+    # Crops are cut as the checkpoint's card says (policy, size, margins). These two are only
+    # an assertion: set, they must agree with the card, or the command stops before any work.
+    crop_size: Optional[int] = None  # must equal the card's input_size
+    margin: Optional[float] = None  # must equal an aligned card's crop_margin (box cards: leave unset)
     track_iou: float = 0.3
     track_max_gap: int = 2
     min_track_frames: int = 5  # shorter tracks are dropped (capped at the clip's length)
@@ -105,13 +113,33 @@ class FacesConfig:
             raise ConfigError("faces.mtcnn_thresholds must hold three numbers (P-Net, R-Net, O-Net)")
         for t in self.mtcnn_thresholds:
             _fraction("faces.mtcnn_thresholds", t)
-        _positive("faces.crop_size", self.crop_size)
-        if not 0 <= self.margin <= 2:
+        _positive("faces.min_judge_size", self.min_judge_size)
+        if self.crop_size is not None:
+            _positive("faces.crop_size", self.crop_size)
+        if self.margin is not None and not 0 <= self.margin <= 2:
             raise ConfigError(f"faces.margin must be between 0 and 2, got {self.margin}")
         _fraction("faces.track_iou", self.track_iou)
         _non_negative("faces.track_max_gap", self.track_max_gap)
         _positive("faces.min_track_frames", self.min_track_frames)
         _positive("faces.max_tracks_per_clip", self.max_tracks_per_clip)
+
+    def check_crop(self, crop: CropSpec, source: str) -> None:
+        """Stop, in one line, when ``crop_size``/``margin`` are set and disagree with ``crop``.
+
+        ``source`` names where ``crop`` comes from (e.g. ``checkpoint demo.pt``).
+        Nothing is ever resized or re-cut to make them agree.
+        """
+        bad = []
+        if self.crop_size is not None and self.crop_size != crop.size:
+            bad.append(f"faces.crop_size={self.crop_size}")
+        if self.margin is not None and (crop.policy != ALIGNED or abs(self.margin - crop.margin) > 1e-9):
+            bad.append(f"faces.margin={self.margin:g}")
+        if bad:
+            raise ConfigError(
+                f"{' and '.join(bad)} {'disagree' if len(bad) > 1 else 'disagrees'} with {source}, whose crops "
+                f"are {crop.describe()}: leave faces.crop_size and faces.margin unset (crops are always cut "
+                "as the model was trained, never resized)"
+            )
 
 
 @dataclass

@@ -1,16 +1,20 @@
 """The face-extraction job: labelled videos in, labelled face crops out.
 
 It runs the scan job's own ``ExtractFaces`` transform (the same decoding,
-detection, alignment and tracking), so a model is trained on exactly the crops
-it will be shown when scanning. Output, under FACES_DIR:
+detection, tracking and cropping), so a model is trained on exactly the crops
+it will be shown when scanning. The crops are cut as the training config's
+model section names them (``TrainModelConfig.crop``); ``train`` writes that spec
+into the checkpoint's card, and scans cut crops from the card. Output, under FACES_DIR:
 
 - ``faces/part-*.parquet``: one row per face crop (``FACE_SCHEMA``), PNG-encoded;
 - ``videos/part-*.parquet``: one row per video with its extraction status;
+- ``crop.json``: how the crops were cut (policy, size, margin, box_margins; ``read_crop_spec``);
 - ``config.yaml``: the effective scan configuration used for extraction.
 """
 from __future__ import annotations
 
 import dataclasses
+import json
 import logging
 import uuid
 from typing import Sequence
@@ -18,7 +22,8 @@ from typing import Sequence
 import apache_beam as beam
 import fsspec
 
-from pipeline.config import ScanConfig, dump_config
+from models.crops import ALIGNED, CropSpec
+from pipeline.config import ConfigError, ScanConfig, dump_config, load_config
 from pipeline.datasets import LabelledVideo
 from pipeline.inputs import media_type_of
 from pipeline.options import pipeline_options, with_worker_threads
@@ -30,10 +35,13 @@ from transforms.parquet_sink import WriteParquetTable
 logger = logging.getLogger(__name__)
 
 
+CROP_FILE = "crop.json"
+
+
 def build_extract_pipeline(
-    pipeline: beam.Pipeline, videos: Sequence[LabelledVideo], output_dir: str, config: ScanConfig
+    pipeline: beam.Pipeline, videos: Sequence[LabelledVideo], output_dir: str, config: ScanConfig, crop: CropSpec
 ) -> beam.PCollection:
-    """Wire the extraction job; returns the face rows."""
+    """Wire the extraction job, cutting crops as ``crop`` says; returns the face rows."""
     config = with_worker_threads(config, pipeline.options)
     out = output_dir.rstrip("/")
     run_id = uuid.uuid4().hex[:8]
@@ -42,7 +50,7 @@ def build_extract_pipeline(
     extracted = (
         labelled
         | "ToMediaInputs" >> beam.Map(lambda v, exts: MediaInput(v["uri"], media_type_of(v["uri"], exts), v["label"]), config.inputs)
-        | "ExtractFaces" >> ExtractFaces(config)
+        | "ExtractFaces" >> ExtractFaces(config, crop)
     )
     faces = extracted | "FaceRows" >> beam.ParDo(FaceRowsFn(), by_uri)
     faces | "WriteFaces" >> WriteParquetTable(f"{out}/faces", f"{out}/_staging-faces-{run_id}", FACE_SCHEMA)
@@ -54,12 +62,74 @@ def build_extract_pipeline(
     return faces
 
 
-def run_extract(videos: Sequence[LabelledVideo], output_dir: str, config: ScanConfig, options=None, test_pipeline=None):
+def run_extract(
+    videos: Sequence[LabelledVideo],
+    output_dir: str,
+    config: ScanConfig,
+    crop: CropSpec,
+    options=None,
+    test_pipeline=None,
+):
+    """Extract face crops cut as ``crop`` says into ``output_dir`` (see the module docstring).
+
+    Raises:
+        ConfigError: If the scan config's ``faces.crop_size``/``faces.margin`` disagree with ``crop``.
+    """
+    config.faces.check_crop(crop, "the training config")
     fs, root = fsspec.core.url_to_fs(output_dir)
     fs.makedirs(root, exist_ok=True)
-    dump_config(config, output_dir.rstrip("/") + "/config.yaml")
+    out = output_dir.rstrip("/")
+    dump_config(config, f"{out}/config.yaml")
+    write_crop_spec(out, crop)
+    logger.info("cutting %s face crops", crop.describe())
     pipeline = test_pipeline or beam.Pipeline(options=options or pipeline_options([]))
-    build_extract_pipeline(pipeline, videos, output_dir, config)
+    build_extract_pipeline(pipeline, videos, output_dir, config, crop)
     result = pipeline.run()
     result.wait_until_finish()
     return result
+
+
+def write_crop_spec(faces_dir: str, crop: CropSpec) -> None:
+    """Record how a face table's crops were cut, as ``FACES_DIR/crop.json``."""
+    record = {"policy": crop.policy, "size": crop.size, "margin": crop.margin, "box_margins": list(crop.box_margins)}
+    with fsspec.open(f"{faces_dir.rstrip('/')}/{CROP_FILE}", "w") as f:
+        json.dump(record, f, indent=2)
+
+
+def read_crop_spec(faces_dir: str) -> CropSpec:
+    """How the crops under ``faces_dir`` (written by ``deepfake-scan extract``) were cut.
+
+    A face table extracted before ``crop.json`` existed was aligned at its
+    config's ``faces.crop_size``/``faces.margin`` (224 and 0.25 by default).
+
+    Raises:
+        ConfigError: If ``crop.json`` cannot be read or describes no valid crop.
+    """
+    out = faces_dir.rstrip("/")
+    path = f"{out}/{CROP_FILE}"
+    fs, local = fsspec.core.url_to_fs(path)
+    if not fs.exists(local):
+        return _legacy_crop_spec(out)
+    try:
+        with fsspec.open(path, "r") as f:
+            record = json.load(f)
+        return CropSpec(
+            policy=record["policy"],
+            size=record["size"],
+            margin=float(record["margin"]),
+            box_margins=tuple(record["box_margins"]),
+        )
+    except (OSError, ValueError, KeyError, TypeError) as e:
+        raise ConfigError(f"{path} does not say how the crops were cut ({type(e).__name__}: {e}); "
+                          "run 'deepfake-scan extract' again") from None
+
+
+def _legacy_crop_spec(faces_dir: str) -> CropSpec:
+    path = f"{faces_dir}/config.yaml"
+    fs, local = fsspec.core.url_to_fs(path)
+    faces = load_config(ScanConfig, path).faces if fs.exists(local) else ScanConfig().faces
+    size = 224 if faces.crop_size is None else faces.crop_size
+    margin = 0.25 if faces.margin is None else faces.margin
+    logger.warning("%s has no %s (extracted by an older version): taking aligned %d px crops, margin %g",
+                   faces_dir, CROP_FILE, size, margin)
+    return CropSpec(ALIGNED, size, margin)

@@ -20,7 +20,7 @@ logger = logging.getLogger(__name__)
 
 # Verdicts that another run with the same checkpoint would repeat. Timeouts, limits
 # and errors are worth another try (a later run may have more time or a fixed bug).
-FINAL_STATUSES = ("ok", "no_face", "unreadable", "unsupported")
+FINAL_STATUSES = ("ok", "no_face", "small_face", "unreadable", "unsupported")
 _COLUMNS = ["content_sha256", "checkpoint_sha256", "status", "score", "label", "scan_id", "previous_scan_id"]
 
 

@@ -128,7 +128,7 @@ def _scan_config(scan_dir: str) -> ScanConfig:
     try:
         return load_config(ScanConfig, path)
     except ConfigError as e:
-        logger.warning("using the default scan configuration for face crops: %s", e)
+        logger.warning("using the default scan configuration to find the faces again: %s", e)
         return ScanConfig()
 
 
@@ -159,13 +159,12 @@ def _gather_evidence(evidence: list[Evidence], config: ScanConfig, checkpoint: O
 
 
 def _face_tools(config: ScanConfig, checkpoint: Optional[str]):
+    """The face extractor, cutting crops as the checkpoint's card says, and the checkpoint (or None)."""
     from models.checkpoint import load_checkpoint
+    from models.crops import ALIGNED, CropSpec
     from models.faces import FaceDetector
     from transforms.extract import FaceExtractor
 
-    detector = FaceDetector(detect_size=config.faces.detect_size, min_face_size=config.faces.min_face_size,
-                            min_confidence=config.faces.min_confidence, thresholds=config.faces.mtcnn_thresholds)
-    extractor = FaceExtractor(config.sampling, config.faces, detector, config.decode)
     model = None
     if checkpoint:
         try:
@@ -174,6 +173,12 @@ def _face_tools(config: ScanConfig, checkpoint: Optional[str]):
             logger.warning("no Grad-CAM: cannot load checkpoint %s: %s", checkpoint, e)
     else:
         logger.warning("no Grad-CAM: the scan's run.json names no checkpoint; pass --checkpoint")
+    crop = model.card.crop if model is not None else CropSpec(ALIGNED, 224)
+    if model is None:
+        logger.warning("face thumbnails cut as %s (no checkpoint card to take the crops from)", crop.describe())
+    detector = FaceDetector(detect_size=config.faces.detect_size, min_face_size=config.faces.min_face_size,
+                            min_confidence=config.faces.min_confidence, thresholds=config.faces.mtcnn_thresholds)
+    extractor = FaceExtractor(config.sampling, config.faces, detector, crop, config.decode)
     return extractor, model
 
 
@@ -210,13 +215,9 @@ def _gradcam(loaded, crop: np.ndarray) -> bytes:
     from models.gradcam import grad_cam
     from models.preprocess import FacePreprocess
 
-    preprocess = FacePreprocess.from_card(loaded.card)
+    preprocess = FacePreprocess.from_card(loaded.card)  # the crop was cut by the same card
     x = preprocess(torch.from_numpy(crop[None]))
-    heat, probability = grad_cam(loaded.frame_model.float(), x, loaded.card.class_names.index("fake"))
-    if heat.shape != crop.shape[:2]:  # the model's input size differs from the crop size
-        import cv2
-
-        heat = cv2.resize(heat, (crop.shape[1], crop.shape[0]))
+    heat, probability = grad_cam(loaded.frame_model.float(), x, loaded.card.fake_index)
     return figures.gradcam_figure(crop, heat, probability)
 
 

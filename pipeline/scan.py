@@ -4,6 +4,10 @@
 that must fail in a second on the laptop (config, inputs, checkpoint, output)
 before any worker starts; ``run_scan`` runs a prepared scan on the configured
 runner (DirectRunner by default, Dataflow with the usual Beam options).
+
+The driver reads only the checkpoint's card and fingerprint (``read_card``),
+never its models: workers load those, once per process. The card says how the
+faces are cut (``ScanPlan.crop``), so a checkpoint always sees its own crops.
 """
 from __future__ import annotations
 
@@ -19,7 +23,8 @@ from typing import Mapping, Optional, Sequence
 import apache_beam as beam
 import fsspec
 
-from models.checkpoint import CheckpointError, load_checkpoint
+from models.checkpoint import CheckpointError, read_card
+from models.crops import CropSpec
 from pipeline.config import ScanConfig, dump_config
 from pipeline.history import previous_verdicts, scan_dir
 from pipeline.inputs import list_inputs
@@ -66,6 +71,7 @@ class ScanPlan:
     config: ScanConfig
     checkpoint: str
     run: RunInfo
+    crop: CropSpec  # how faces are cut: the checkpoint card's
     previous: Mapping[str, dict] = field(default_factory=dict)  # --skip-scanned: sha256 -> earlier verdict
 
     @property
@@ -86,12 +92,13 @@ def prepare_scan(
     output_root: Optional[str] = None,
     skip_scanned: bool = False,
 ) -> ScanPlan:
-    """List inputs, load the checkpoint once, and prepare the output folder.
+    """List inputs, read the checkpoint's card, and prepare the output folder.
 
     With ``output_root`` instead of ``output_dir`` the scan goes to
     ``ROOT/scan_date=.../scan_id=.../``, and ``skip_scanned`` skips inputs whose
     bytes an earlier scan under ``ROOT`` judged with the same checkpoint.
-    Raises ``InputError``, ``CheckpointError`` or ``OutputError`` with a one-line message.
+    Raises ``InputError``, ``CheckpointError``, ``ConfigError`` or ``OutputError``
+    with a one-line message.
     """
     if (output_dir is None) == (output_root is None):
         raise OutputError("give exactly one of --output and --output-root")
@@ -110,24 +117,25 @@ def plan_scan(
     skip_scanned: bool = False,
 ) -> ScanPlan:
     """``prepare_scan`` for inputs already listed (e.g. by a dataset adapter)."""
+    checkpoint = config.model.checkpoint or default_checkpoint()
+    card, sha256 = read_card(checkpoint)
+    config.faces.check_crop(card.crop, f"checkpoint {checkpoint}")
     now = dt.datetime.now(dt.timezone.utc)
     scan_id = new_scan_id(now)
     if output_root is not None:
         output_dir = scan_dir(output_root, scan_id, now)
     _check_output(output_dir)
-    checkpoint = config.model.checkpoint or default_checkpoint()
-    loaded = load_checkpoint(checkpoint)
     threshold = config.aggregate.threshold
     if threshold is None:
-        threshold = float(loaded.card.threshold)
+        threshold = float(card.threshold)
     run = RunInfo(
         scan_id=scan_id,
-        model_name=loaded.card.name,
-        checkpoint_sha256=loaded.sha256,
+        model_name=card.name,
+        checkpoint_sha256=sha256,
         package_version=package_version(),
         threshold=threshold,
     )
-    if loaded.card.name == "untrained":
+    if card.name == "untrained":
         logger.warning(
             "scanning with UNTRAINED weights: scores are meaningless until a trained checkpoint is "
             "given with --checkpoint (see README)"
@@ -135,10 +143,10 @@ def plan_scan(
     previous = {}
     if output_root is not None and skip_scanned:
         try:
-            previous = previous_verdicts(output_root, loaded.sha256)
+            previous = previous_verdicts(output_root, sha256)
         except (OSError, ValueError) as e:
             raise OutputError(f"cannot read earlier scans under '{output_root}': {type(e).__name__}: {e}") from None
-    plan = ScanPlan(tuple(inputs), output_dir, config, checkpoint, run, previous)
+    plan = ScanPlan(tuple(inputs), output_dir, config, checkpoint, run, card.crop, previous)
     try:
         dump_config(plan.config, output_dir.rstrip("/") + "/config.yaml")
     except (OSError, ValueError) as e:
@@ -185,7 +193,7 @@ def build_scan_pipeline(pipeline: beam.Pipeline, plan: ScanPlan) -> beam.PCollec
     rows = (
         pipeline
         | "ListedInputs" >> beam.Create(list(plan.inputs))
-        | "ExtractFaces" >> ExtractFaces(config, previous)
+        | "ExtractFaces" >> ExtractFaces(config, plan.crop, previous)
         | "ScoreFaces" >> ScoreFaces(handler)
         | "AggregateVerdicts" >> AggregateVerdicts(plan.checkpoint, config.aggregate.strategy, plan.run)
     )
@@ -277,6 +285,7 @@ def _write_run_record(plan: ScanPlan, started: dt.datetime, metrics: Optional[di
         "checkpoint": plan.checkpoint,
         "checkpoint_sha256": plan.run.checkpoint_sha256,
         "model_name": plan.run.model_name,
+        "crop": plan.crop.describe(),
         "threshold": plan.run.threshold,
         "package_version": plan.run.package_version,
         "verdicts": plan.verdicts_dir,

@@ -335,3 +335,60 @@ def test_pickle_that_runs_code_is_refused(tmp_path, layout):
     with pytest.raises(CheckpointError, match="refused: it is not a plain weights file"):
         load_checkpoint(str(path))
     assert not flag.exists()
+
+
+# --- read_card: what the driver needs, without building a model ----------------------------
+
+
+def test_read_card_gives_the_card_and_sha_without_building_models(models, tmp_path, monkeypatch):
+    from models import checkpoint as checkpoint_module
+    from models.checkpoint import read_card
+
+    frame, sequence = models
+    path = str(tmp_path / "m.pt")
+    sha = save_checkpoint(path, _card(crop_policy="box", box_margins=(0.1, 0.2, 0.1, 0.0)), frame, sequence)
+
+    def no_models(*args, **kwargs):
+        raise AssertionError("read_card built a model")
+
+    monkeypatch.setattr(checkpoint_module, "create_model", no_models)
+    card, found = read_card(path)
+    assert found == sha == file_sha256(path)
+    assert card.name == "test-b0" and card.crop.policy == "box" and card.crop.size == 64
+    assert card.crop.box_margins == (0.1, 0.2, 0.1, 0.0)
+
+    untrained, none = read_card("untrained:efficientnet-b4")
+    assert none is None and untrained.name == "untrained" and untrained.crop.size == 380
+    assert read_card(None)[0].crop.size == 224
+
+    sbi = tmp_path / "sbi.pth"
+    torch.save({"model": {"net._fc.bias": torch.zeros(2)}}, sbi)  # the layout only: no weights are loaded
+    card, found = read_card(f"sbi:{sbi}")
+    assert found == file_sha256(str(sbi)) and card.crop.policy == "box" and card.input_size == 380
+
+
+@pytest.mark.parametrize("spec, message", [
+    ("{tmp}/missing.pt", "checkpoint not found"),
+    ("{tmp}/notes.txt", "not a PyTorch weights file"),
+    ("untrained:efficientnet-b9", "unknown frame architecture"),
+    ("sbi:{tmp}/plain.pt", "not an SBI checkpoint"),
+])
+def test_read_card_refuses_in_one_line(tmp_path, spec, message):
+    from models.checkpoint import read_card
+
+    (tmp_path / "notes.txt").write_text("hello")
+    torch.save({"format": "something-else"}, tmp_path / "plain.pt")
+    with pytest.raises(CheckpointError, match=message) as info:
+        read_card(spec.format(tmp=tmp_path))
+    assert "\n" not in str(info.value)
+
+
+def test_checkpoint_and_sbi_modules_import_in_either_order():
+    import subprocess
+    import sys
+
+    for first, second in (("models.sbi", "models.checkpoint"), ("models.checkpoint", "models.sbi")):
+        code = f"import {first}, {second}; from models.checkpoint import CheckpointError, LoadedCheckpoint"
+        result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120,
+                                cwd=os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+        assert result.returncode == 0, result.stderr

@@ -15,8 +15,9 @@ def test_default_yaml_is_the_builtin_default():
 
 def test_every_shipped_config_loads():
     for path in CONFIGS.glob("scan*.yaml"):
-        load_config(ScanConfig, str(path))
-    assert load_config(ScanConfig, str(CONFIGS / "scan_b4.yaml")).faces.crop_size == 380
+        faces = load_config(ScanConfig, str(path)).faces
+        # crops come from the checkpoint's card: no shipped config pins them
+        assert faces.crop_size is None and faces.margin is None, path
 
 
 def test_yaml_then_overrides(tmp_path):
@@ -26,7 +27,26 @@ def test_yaml_then_overrides(tmp_path):
     assert config.faces.crop_size == 380
     assert config.sampling.max_clips == 3
     assert config.model.checkpoint == "/x.pt"
-    assert config.faces.margin == ScanConfig().faces.margin
+    assert config.faces.margin is None
+
+
+def test_crop_settings_must_agree_with_the_crop_spec_in_one_line():
+    from models.crops import CropSpec
+
+    aligned, box = CropSpec("aligned", 224, margin=0.25), CropSpec("box", 380)
+    load_config(ScanConfig).faces.check_crop(box, "checkpoint x.pt")  # unset: anything goes
+    load_config(ScanConfig, None, ["faces.crop_size=224", "faces.margin=0.25"]).faces.check_crop(aligned, "x")
+    cases = [
+        (["faces.crop_size=224"], box, "faces.crop_size=224 disagrees with checkpoint x.pt, whose crops are box 380"),
+        (["faces.margin=0.25"], box, "faces.margin=0.25 disagrees with checkpoint x.pt, whose crops are box 380"),
+        (["faces.margin=0.3"], aligned, "faces.margin=0.3 disagrees with checkpoint x.pt, whose crops are aligned"),
+        (["faces.crop_size=380", "faces.margin=0.3"], aligned, "faces.crop_size=380 and faces.margin=0.3 disagree"),
+    ]
+    for overrides, spec, message in cases:
+        with pytest.raises(ConfigError) as info:
+            load_config(ScanConfig, None, overrides).faces.check_crop(spec, "checkpoint x.pt")
+        text = str(info.value)
+        assert message in text and "checkpoint x.pt" in text and spec.describe() in text and "\n" not in text
 
 
 def test_effective_config_round_trips(tmp_path):
@@ -51,6 +71,8 @@ def test_effective_config_round_trips(tmp_path):
         (["faces=3"], "faces must be a mapping"),
         (["nonsense"], "not of the form"),
         (["faces.mtcnn_thresholds=[0.5]"], "three numbers"),
+        (["faces.crop_size=0"], "'faces.crop_size' must be positive"),
+        (["faces.min_judge_size=0"], "'faces.min_judge_size' must be positive"),
     ],
 )
 def test_bad_values_are_refused_in_one_line(overrides, message):

@@ -149,3 +149,19 @@ def test_helpers():
     assert decoder_class("tests.faulty_decoders:Hang").name == "hang"
     with pytest.raises(ValueError, match="valid: decord, pyav, pillow"):
         decoder_class("ffmpeg")
+
+
+def test_held_clip_cuts_box_crops_from_its_frames():
+    from models.crops import CropSpec, cut_box_crop
+    from transforms.decoders import Clip, HeldClip
+
+    frames = np.random.default_rng(0).integers(0, 256, (3, 90, 160, 3), dtype=np.uint8)
+    held = HeldClip(Clip(frames, [0.0, 0.04, 0.08], [0, 1, 2]))
+    spec = CropSpec("box", 64)
+    boxes = np.array([[20.5, 10.2, 70.9, 80.4], [100.0, 30.0, 170.0, 95.0]], np.float32)
+    crops = held.crop_boxes([2, 0], boxes, spec)
+    assert crops.shape == (2, 64, 64, 3)
+    np.testing.assert_array_equal(crops[0], cut_box_crop(frames[2], boxes[0], spec))
+    np.testing.assert_array_equal(crops[1], cut_box_crop(frames[0], boxes[1], spec))
+    with pytest.raises(ValueError, match="2 frame positions but 1 boxes"):
+        held.crop_boxes([0, 1], boxes[:1], spec)

@@ -43,7 +43,7 @@ def test_no_face_gives_empty_results_not_none(detector):
     assert faces[0].boxes.shape == (0, 4) and faces[0].landmarks.shape == (0, 5, 2)
 
 
-def test_min_face_size_is_in_full_resolution_pixels():
+def test_min_face_size_drops_smaller_faces():
     frame = astronaut_scene(width=640, height=360, x=100, face_px=300)  # face about 80 px wide
     assert len(FaceDetector(detect_size=320, min_face_size=40).detect(frame[None])[0]) == 1
     assert len(FaceDetector(detect_size=320, min_face_size=150).detect(frame[None])[0]) == 0

@@ -24,7 +24,7 @@ class RecordingHandler(FrameModelHandler):
         return super().run_inference(batch, model, inference_args)
 
 
-def crops(n, size=96, seed=0):
+def crops(n, size=224, seed=0):
     rng = np.random.default_rng(seed)
     return [rng.integers(0, 256, (size, size, 3), dtype=np.uint8) for _ in range(n)]
 
@@ -57,7 +57,19 @@ def test_batching_settings_and_device_recorded():
     assert all(r.inference.device in ("cpu", "cpu bf16") and 0.0 <= r.inference.fake_probability <= 1.0
                for r in results)
     assert all(r.example is None for r in results)  # pixels are not echoed downstream
-    assert handler.get_num_bytes(crops(2)) == 2 * 96 * 96 * 3
+    assert handler.get_num_bytes(crops(2)) == 2 * 224 * 224 * 3
+    # crops cut for another model fail the batch (an error row in a scan), never resized to fit
+    from models.preprocess import CropSizeError
+
+    with pytest.raises(CropSizeError, match="96x96 px but the model takes 224x224"):
+        list(handler.run_inference(crops(2, size=96), model))
+
+
+def test_the_handler_holds_the_processs_one_copy_of_the_checkpoint():
+    from transforms.checkpoints import acquire_checkpoint
+
+    model = FrameModelHandler("untrained", device="cpu", optimize=False).load_model()
+    assert model.checkpoint is acquire_checkpoint("untrained")  # the copy the aggregator gets too
 
 
 def test_model_copies_enable_cross_process_sharing():
@@ -109,7 +121,7 @@ def build_scan_pipeline_with(pipeline, plan, handler):
     return (
         pipeline
         | beam.Create(list(plan.inputs))
-        | ExtractFaces(config)
+        | ExtractFaces(config, plan.crop)
         | ScoreFaces(handler)
         | AggregateVerdicts(plan.checkpoint, config.aggregate.strategy, plan.run)
     )

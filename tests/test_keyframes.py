@@ -4,6 +4,7 @@ import dataclasses
 import numpy as np
 import pytest
 
+from models.crops import CropSpec
 from models.faces import FaceDetector, FrameFaces
 from models.keyframes import fill_between, interpolate, keyframe_positions, match_faces, undecided_positions
 from models.tracking import box_iou
@@ -80,7 +81,7 @@ def _extract(path, detect_every):
     config = ScanConfig()
     faces = dataclasses.replace(config.faces, detect_every=detect_every)
     detector = FaceDetector(detect_size=320, min_face_size=40)
-    extractor = FaceExtractor(config.sampling, faces, detector, config.decode)
+    extractor = FaceExtractor(config.sampling, faces, detector, CropSpec("aligned", 224), config.decode)
     try:
         return extractor.extract(MediaInput(str(path), "video")), extractor.take_stage_seconds()
     finally:

@@ -4,6 +4,7 @@ import time
 import numpy as np
 import pytest
 
+from models.crops import CropSpec, cut_box_crop
 from models.faces import FaceDetector
 from pipeline.config import DecodeConfig, ScanConfig
 from transforms.elements import MediaInput
@@ -106,7 +107,7 @@ def test_runaway_memory_hits_the_limit(moving_face_video):
 
 def _extractor(detector, **decode):
     config = ScanConfig()
-    return FaceExtractor(config.sampling, config.faces, detector, DecodeConfig(**decode))
+    return FaceExtractor(config.sampling, config.faces, detector, CropSpec("aligned", 224), DecodeConfig(**decode))
 
 
 def test_the_second_decoder_reads_what_the_first_crashed_on(detector, moving_face_video):
@@ -162,4 +163,30 @@ def test_held_clips_give_the_same_crops_as_whole_frames(moving_face_video):
             for k, pos in enumerate((3, 4, 5)):
                 np.testing.assert_array_equal(crops[k], align_face(frames[pos], landmarks + k, 224, 0.25)[0])
             assert sandbox.warp([], np.zeros((0, 2, 3)), 224).shape == (0, 224, 224, 3)
+            sandbox.close_input()
+
+
+def test_held_clips_give_the_same_box_crops_as_whole_frames(moving_face_video):
+    """``crop_boxes`` in the decoder process (and in-process) cuts what ``models.crops`` cuts from the frame."""
+    clip = _clip()
+    # fractional corners, one box over the frame's left and top edges, one over its right edge
+    boxes = np.array([[140.3, 80.7, 262.9, 230.2], [-20.5, -10.25, 90.0, 100.5], [590.1, 200.0, 660.4, 371.9]])
+    specs = [CropSpec("box", 380, box_margins=(0.125,) * 4), CropSpec("box", 96, box_margins=(0.1, 0.3, 0.0, 0.2))]
+    with DecoderSandbox(timeout_s=30) as isolated, DecoderSandbox(isolate=False) as local:
+        frames = local.open("decord", str(moving_face_video), **LIMITS) and local.read(clip).frames
+        for sandbox in (isolated, local):
+            sandbox.open("decord", str(moving_face_video), **LIMITS)
+            sandbox.hold(clip)
+            for spec in specs:
+                crops = sandbox.crop_boxes([3, 4, 24], boxes, spec)
+                assert crops.shape == (3, spec.size, spec.size, 3) and crops.dtype == np.uint8
+                for crop, pos, box in zip(crops, (3, 4, 24), boxes):
+                    np.testing.assert_array_equal(crop, cut_box_crop(frames[pos], box, spec))
+            assert sandbox.crop_boxes([], np.zeros((0, 4)), specs[0]).shape == (0, 380, 380, 3)
+            with pytest.raises(ValueError, match="'box' crop spec"):
+                sandbox.crop_boxes([0], boxes[:1], CropSpec("aligned", 224))
+            with pytest.raises(ValueError, match="one finite box per frame"):
+                sandbox.crop_boxes([0, 1], boxes[:1], specs[0])
+            with pytest.raises(ValueError, match="one finite box per frame"):
+                sandbox.crop_boxes([0], [[0.0, 0.0, np.nan, 10.0]], specs[0])
             sandbox.close_input()

@@ -4,6 +4,7 @@ import shutil
 
 import apache_beam as beam
 import fsspec
+import numpy as np
 import pyarrow.parquet as pq
 import pytest
 from apache_beam.testing.test_pipeline import TestPipeline
@@ -90,6 +91,8 @@ def test_good_videos_are_judged_with_evidence(scanned, scan_folder):
             assert track["timestamps"][0] == pytest.approx(track["frame_indices"][0] / item.fps, abs=0.01)
             x1, y1, x2, y2 = track["boxes"][0]
             assert 0 <= x1 < x2 <= item.width and 0 <= y1 < y2 <= item.height
+            sides = [max(b[2] - b[0], b[3] - b[1]) for b in track["boxes"]]
+            assert track["face_size"] == pytest.approx(float(np.median(sides)), rel=1e-5)
         assert row["score"] == pytest.approx(max(t["score"] for t in row["tracks"]))
 
 
@@ -150,6 +153,10 @@ def test_rerun_replaces_rows(sample_archive, tmp_path):
         (["scan", "{still}", "--output", "{tmp}/o", "--config", "{tmp}/none.yaml"], "config file not found"),
         (["scan", "{still}", "--output", "{tmp}/o", "--checkpoint", "{tmp}/none.pt"], "checkpoint not found"),
         (["scan", "{still}", "--output", "{tmp}/o", "--set", "faces.crop_size=big"], "must be an integer"),
+        (["scan", "{still}", "--output", "{tmp}/o", "--checkpoint", "untrained", "--set", "faces.crop_size=380"],
+         "faces.crop_size=380 disagrees with checkpoint untrained, whose crops are aligned 224 px, margin 0.25"),
+        (["scan", "{still}", "--output", "{tmp}/o", "--checkpoint", "untrained:efficientnet-b4", "--set",
+          "faces.margin=0.3"], "faces.margin=0.3 disagrees with checkpoint untrained:efficientnet-b4"),
         (["scan", "{still}", "--output", "{tmp}/o", "--set", "decode.decoders=[ffmpeg]"], "unknown decoder"),
         (["scan", "{still}", "--output", "{still}/o"], "cannot write to output"),
         (["scan", "{still}", "--output", "{tmp}/o", "--skip-scanned"], "--skip-scanned needs --output-root"),
@@ -163,6 +170,29 @@ def test_cli_errors_are_one_line_and_exit_2(args, message, sample_archive, tmp_p
     assert code == 2
     assert message in err and len(err.splitlines()) == 1 and err.startswith("deepfake-scan: error:")
     assert not (tmp_path / "o" / "verdicts").exists()
+    if "faces." in message:  # a crop setting that disagrees with the card stops before anything is written
+        assert not (tmp_path / "o").exists()
+
+
+def test_the_driver_reads_the_card_and_builds_no_model(sample_archive, tmp_path, monkeypatch):
+    """Planning a scan reads only the checkpoint's card and sha256: no model is built on the driver."""
+    from models import checkpoint as checkpoint_module
+    from models.checkpoint import file_sha256
+    from pipeline.scan import DEMO_CHECKPOINT, default_checkpoint
+
+    def refuse(*args, **kwargs):
+        raise AssertionError("the driver built a model")
+
+    monkeypatch.setattr(checkpoint_module, "load_checkpoint", refuse)
+    monkeypatch.setattr(checkpoint_module, "create_model", refuse)
+    _, items = sample_archive
+    still = next(i for i in items if i.kind == "image").uri
+    checkpoint = default_checkpoint()
+    plan = prepare_scan([still], str(tmp_path), load_config(ScanConfig, None, [f"model.checkpoint={checkpoint}"]))
+    assert plan.crop.policy == "aligned" and plan.crop.size == 224
+    if checkpoint == DEMO_CHECKPOINT:
+        assert plan.run.checkpoint_sha256 == file_sha256(DEMO_CHECKPOINT)
+        assert plan.run.model_name == "demo-b0-synthetic"
 
 
 @pytest.mark.parametrize("command", [[], ["scan"], ["samples"]])

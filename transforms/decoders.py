@@ -17,12 +17,15 @@ import importlib
 import logging
 import threading
 from dataclasses import asdict, dataclass, field
-from typing import Optional, Sequence
+from typing import TYPE_CHECKING, Optional, Sequence
 
 import numpy as np
 
 from transforms.elements import TOO_LARGE, UNREADABLE
 from transforms.media import MediaError, first_line
+
+if TYPE_CHECKING:
+    from models.crops import CropSpec
 
 logger = logging.getLogger(__name__)
 
@@ -62,8 +65,9 @@ class HeldClip:
     """A decoded clip kept where it was decoded: only small copies and face crops leave it.
 
     The full-resolution frames of a 1080p clip are 150 MB; the worker needs a
-    downscaled copy of a few of them for detection and 224-pixel crops of the
-    faces, so that is all that crosses the process boundary.
+    downscaled copy of a few of them for detection and the faces' crops (aligned,
+    ``warp``, or cut around their boxes, ``crop_boxes``), so that is all that
+    crosses the process boundary.
     """
 
     def __init__(self, clip: Clip):
@@ -94,6 +98,27 @@ class HeldClip:
         out = np.empty((len(positions), size, size, 3), np.uint8)
         for k, (pos, matrix) in enumerate(zip(positions, np.asarray(matrices, np.float32).reshape(-1, 2, 3))):
             out[k] = warp_face(self.clip.frames[pos], matrix, size)
+        return out
+
+    def crop_boxes(self, positions: Sequence[int], boxes: np.ndarray, spec: CropSpec) -> np.ndarray:
+        """``box`` crops (``models.crops.cut_box_crop``): the face at ``boxes[k]`` of frame ``positions[k]``.
+
+        Args:
+            positions: Frame positions within the held clip.
+            boxes: ``(len(positions), 4)`` boxes ``x0, y0, x1, y1`` in the held frames' pixels.
+            spec: The crop spec, policy ``box``.
+
+        Returns:
+            ``(len(positions), spec.size, spec.size, 3)`` uint8.
+        """
+        from models.crops import cut_box_crop
+
+        boxes = np.asarray(boxes, np.float64).reshape(-1, 4)
+        if len(boxes) != len(positions):
+            raise ValueError(f"{len(positions)} frame positions but {len(boxes)} boxes")
+        out = np.empty((len(positions), spec.size, spec.size, 3), np.uint8)
+        for k, (pos, box) in enumerate(zip(positions, boxes)):
+            out[k] = cut_box_crop(self.clip.frames[pos], box, spec)
         return out
 
 

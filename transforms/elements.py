@@ -14,13 +14,14 @@ import numpy as np
 # Status of an input's verdict. Each non-ok status comes with an error text.
 OK = "ok"
 NO_FACE = "no_face"
+SMALL_FACE = "small_face"  # faces found, but every track's is under faces.min_judge_size: not judged
 UNREADABLE = "unreadable"
 UNSUPPORTED = "unsupported"
 TIMEOUT = "timeout"  # the decoder overran decode.timeout_s and was killed
 TOO_LARGE = "too_large"  # over a decode.max_* limit
 SKIPPED = "skipped"  # --skip-scanned: judged by the same checkpoint in an earlier scan
 ERROR = "error"
-STATUSES = (OK, NO_FACE, UNREADABLE, UNSUPPORTED, TIMEOUT, TOO_LARGE, SKIPPED, ERROR)
+STATUSES = (OK, NO_FACE, SMALL_FACE, UNREADABLE, UNSUPPORTED, TIMEOUT, TOO_LARGE, SKIPPED, ERROR)
 
 
 # Beam metrics namespace of every counter and stage timer the jobs report.
@@ -71,6 +72,14 @@ class FaceTrackCrops:
     def __len__(self) -> int:
         return len(self.frame_indices)
 
+    @property
+    def face_size(self) -> float:
+        """The face's size in source pixels: the median over frames of the box's longer side."""
+        boxes = np.asarray(self.boxes, np.float64).reshape(-1, 4)
+        if not len(boxes):
+            return 0.0
+        return float(np.median(np.maximum(boxes[:, 2] - boxes[:, 0], boxes[:, 3] - boxes[:, 1])))
+
 
 @dataclass(frozen=True)
 class ExtractedMedia:
@@ -82,6 +91,8 @@ class ExtractedMedia:
     frames_sampled: int = 0
     faces_found: int = 0
     tracks: tuple[FaceTrackCrops, ...] = ()
+    # Tracks whose face is under faces.min_judge_size: reported in the verdict, never cropped or scored.
+    small_tracks: tuple[FaceTrackCrops, ...] = ()
 
     def without_crops(self) -> "ExtractedMedia":
         """The same element without pixel data, to travel beside the scores."""

@@ -1,8 +1,10 @@
-"""Decode, detect, align and track: one input in, one ``ExtractedMedia`` out.
+"""Decode, detect, track and crop: one input in, one ``ExtractedMedia`` out.
 
 The scan job and the training job's face extraction share this transform.
-Decoding, detection and alignment run inside one DoFn so that full frames
-never leave it; only aligned face crops do.
+Decoding, detection and cropping run inside one DoFn so that full frames
+never leave it; only face crops do. Crops are cut as a ``CropSpec`` says (the
+checkpoint's card when scanning, the training config when extracting): aligned
+to the five-point template, or the detector box grown by margins.
 """
 from __future__ import annotations
 
@@ -18,6 +20,7 @@ import numpy as np
 from apache_beam.metrics import Metrics
 
 from models.align import align_face, alignment_matrix
+from models.crops import ALIGNED, CropSpec, cut_box_crop
 from models.device import resolve_device, set_torch_threads, threads_beside_decoder
 from models.faces import FaceDetector, FrameFaces
 from models.keyframes import fill_between, keyframe_positions, undecided_positions
@@ -31,6 +34,7 @@ from transforms.elements import (
     NO_FACE,
     OK,
     SKIPPED,
+    SMALL_FACE,
     TIMEOUT,
     TOO_LARGE,
     UNREADABLE,
@@ -45,12 +49,14 @@ logger = logging.getLogger(__name__)
 
 
 class FaceExtractor:
-    """Turns one media file into face tracks with aligned crops (no Beam here).
+    """Turns one media file into face tracks with their crops (no Beam here).
 
     Decoding goes through ``sandbox`` (a child process, see ``transforms.sandbox``),
     which keeps each decoded clip: detection runs here on the downscaled copies it
-    sends of a few frames (``models.keyframes``), and it cuts the aligned crops
-    at the landmarks found here. Full frames never leave the decoder process.
+    sends of a few frames (``models.keyframes``), and it cuts the crops ``crop``
+    describes at the landmarks or boxes found here. Full frames never leave the
+    decoder process. Tracks whose face is smaller than ``faces.min_judge_size``
+    source pixels are reported (``ExtractedMedia.small_tracks``) but not cropped.
     """
 
     def __init__(
@@ -58,12 +64,16 @@ class FaceExtractor:
         sampling: SamplingConfig,
         faces: FacesConfig,
         detector: FaceDetector,
+        crop: CropSpec,
         decode: Optional[DecodeConfig] = None,
         sandbox: Optional[DecoderSandbox] = None,
     ):
+        if not isinstance(crop, CropSpec):
+            raise TypeError(f"crop must be a CropSpec, got {type(crop).__name__}")
         self.sampling = sampling
         self.faces = faces
         self.detector = detector
+        self.crop = crop
         self.decode = decode or DecodeConfig()
         self.sandbox = sandbox or DecoderSandbox(
             self.decode.timeout_s, self.decode.memory_mb, isolate=self.decode.isolate
@@ -161,6 +171,7 @@ class FaceExtractor:
         # Boxes are reported in the source's pixels even when the decoder downscaled.
         scale = probe.width / probe.decoded_width if probe.decoded_width else 1.0
         tracks: list[FaceTrackCrops] = []
+        small: list[FaceTrackCrops] = []
         notes: list[str] = []
         sampled = repeats = 0
         self.sandbox.plan(clips)  # the next clip decodes while this one's faces are found
@@ -170,13 +181,15 @@ class FaceExtractor:
             notes += held["notes"]
             sampled += len(held["indices"])
             repeats += held["repeats"]
-            tracks += self._tracks_for_clip(held, clip_index, len(tracks), scale)
+            judged, too_small = self._tracks_for_clip(held, clip_index, len(tracks) + len(small), scale)
+            tracks += judged
+            small += too_small
         if repeats:
             notes.append(f"{repeats} sampled frame(s) are exact repeats of the frame before (undecodable frames?)")
         info = dataclasses.replace(info, warnings=info.warnings + tuple(notes))
-        return self._finish(info, frames_sampled=sampled, tracks=tracks)
+        return self._finish(info, sampled, tracks, small, self.faces.min_judge_size)
 
-    def _detect_clip(self, length: int, height: int, width: int) -> list[FrameFaces]:
+    def _detect_clip(self, length: int, height: int, width: int, source_scale: float = 1.0) -> list[FrameFaces]:
         """Detect on keyframes of the held clip, then where they disagree; interpolate the rest."""
         size = self.detector.detection_size(height, width)
         min_iou = self.faces.interpolate_min_iou
@@ -184,15 +197,21 @@ class FaceExtractor:
         todo = keyframe_positions(length, self.faces.detect_every)
         while todo:
             small = self.sandbox.downscaled(todo, *size)
-            found.update(zip(todo, self.detector.detect_downscaled(small, (height, width))))
+            found.update(zip(todo, self.detector.detect_downscaled(small, (height, width), source_scale)))
             todo = undecided_positions(found, min_iou)
         return fill_between(found, length, min_iou)
 
-    def _tracks_for_clip(self, held: dict, clip_index: int, first_id: int, scale: float = 1.0) -> list[FaceTrackCrops]:
+    def _tracks_for_clip(
+        self, held: dict, clip_index: int, first_id: int, scale: float = 1.0
+    ) -> tuple[list[FaceTrackCrops], list[FaceTrackCrops]]:
+        """The clip's tracks: ``(judged, with crops; too small to judge, without)``.
+
+        ``scale``: source pixels per decoded pixel.
+        """
         indices, stamps = held["indices"], held["timestamps"]
         height, width = held["shape"][1:3]
         with self._timed("detect"):
-            detections = self._detect_clip(len(indices), height, width)
+            detections = self._detect_clip(len(indices), height, width, 1.0 / scale)
         linked = link_tracks(
             detections,
             iou_threshold=self.faces.track_iou,
@@ -202,34 +221,43 @@ class FaceExtractor:
         # Keep the longest tracks, in the tracker's order (first appearance, left to right).
         longest = {id(t) for t in sorted(linked, key=len, reverse=True)[: self.faces.max_tracks_per_clip]}
         linked = [t for t in linked if id(t) in longest]
-        with self._timed("align"):
-            size, margin = self.faces.crop_size, self.faces.margin
-            positions = [pos for track in linked for pos in track.frames]
-            matrices = [
-                alignment_matrix(detections[pos].landmarks[d], size, margin)
-                for track in linked
-                for pos, d in zip(track.frames, track.detections)
-            ]
-            crops = self.sandbox.warp(positions, np.asarray(matrices, np.float32), size)
-        tracks, first = [], 0
+        tracks = []
         for offset, track in enumerate(linked):
             chosen = [detections[pos] for pos in track.frames]
+            boxes = np.stack([f.boxes[d] for f, d in zip(chosen, track.detections)])
             tracks.append(
                 FaceTrackCrops(
                     track_id=first_id + offset,
                     clip_index=clip_index,
                     frame_indices=tuple(int(indices[pos]) for pos in track.frames),
                     timestamps=tuple(float(stamps[pos]) for pos in track.frames),
-                    boxes=(np.stack([f.boxes[d] for f, d in zip(chosen, track.detections)]) * scale).astype(
-                        np.float32
-                    ),
+                    boxes=(boxes * scale).astype(np.float32),  # source pixels
                     detection_scores=np.array([f.scores[d] for f, d in zip(chosen, track.detections)], np.float32),
-                    crops=crops[first : first + len(track)],
+                    crops=None,
                     interpolated=tuple(bool(f.interpolated) for f in chosen),
                 )
             )
+        big = [(t, link) for t, link in zip(tracks, linked) if t.face_size >= self.faces.min_judge_size]
+        small = [t for t in tracks if t.face_size < self.faces.min_judge_size]
+        with self._timed("align"):
+            crops = self._cut([link for _, link in big], detections)
+        judged, first = [], 0
+        for track, _ in big:
+            judged.append(dataclasses.replace(track, crops=crops[first : first + len(track)]))
             first += len(track)
-        return tracks
+        return judged, small
+
+    def _cut(self, tracks: list, detections: list[FrameFaces]) -> np.ndarray:
+        """Crops of every face of ``tracks`` (linked tracks of this clip), in order, as ``self.crop`` says."""
+        spec = self.crop
+        positions = [pos for track in tracks for pos in track.frames]
+        faces = [(detections[pos], d) for track in tracks for pos, d in zip(track.frames, track.detections)]
+        if spec.policy == ALIGNED:
+            matrices = [alignment_matrix(f.landmarks[d], spec.size, spec.margin) for f, d in faces]
+            return self.sandbox.warp(positions, np.asarray(matrices, np.float32).reshape(-1, 2, 3), spec.size)
+        # Box crops: the detector boxes in the decoded frames' pixels, cut in the decoder process.
+        boxes = np.asarray([f.boxes[d] for f, d in faces], np.float32).reshape(-1, 4)
+        return self.sandbox.crop_boxes(positions, boxes, spec)
 
     @contextlib.contextmanager
     def _timed(self, stage: str):
@@ -247,11 +275,13 @@ class FaceExtractor:
     def crops_at(
         self, uri: str, media_type: str, decoder: Optional[str], frame_indices: list[int], boxes: np.ndarray
     ) -> dict[int, np.ndarray]:
-        """The aligned crops of faces recorded in a verdict, re-decoded from the source.
+        """The crops of faces recorded in a verdict, re-decoded from the source and cut as ``self.crop`` says.
 
-        ``boxes`` (source pixels, one per frame index) say which face: the detection
-        overlapping it most is aligned exactly as the scan aligned it. Frames that
-        no longer decode or hold no matching face are left out. Raises ``MediaError``.
+        ``boxes`` (source pixels, one per frame index) say which face. Box crops
+        are cut from those boxes; aligned crops from the landmarks of the
+        detection overlapping the box most (re-detected: verdicts keep no landmarks).
+        Frames that no longer decode or hold no matching face are left out.
+        Raises ``MediaError``.
         """
         name = "pillow" if media_type == "image" else (decoder or self.decode.decoders[0])
         with media.staged(uri) as path:
@@ -260,34 +290,54 @@ class FaceExtractor:
                 clip = self.sandbox.read([int(i) for i in frame_indices])
             finally:
                 self.sandbox.close_input()
-        scale = probe.decoded_width / probe.width if probe.width else 1.0
+        scale = probe.decoded_width / probe.width if probe.width else 1.0  # decoded pixels per source pixel
         wanted = {int(i): np.asarray(b, np.float32) * scale for i, b in zip(frame_indices, boxes)}
-        crops = {}
-        for index, frame, faces in zip(clip.indices, clip.frames, self.detector.detect(clip.frames)):
+        spec, crops = self.crop, {}
+        if spec.policy != ALIGNED:
+            for index, frame in zip(clip.indices, clip.frames):
+                if index in wanted:
+                    crops[index] = cut_box_crop(frame, wanted[index], spec)
+            return crops
+        for index, frame, faces in zip(clip.indices, clip.frames, self.detector.detect(clip.frames, scale)):
             if not len(faces) or index not in wanted:
                 continue
             overlap = box_iou(faces.boxes, wanted[index][None])[:, 0]
             best = int(np.argmax(overlap))
             if overlap[best] >= 0.3:
-                crops[index] = align_face(frame, faces.landmarks[best], self.faces.crop_size, self.faces.margin)[0]
+                crops[index] = align_face(frame, faces.landmarks[best], spec.size, spec.margin)[0]
         return crops
 
     @staticmethod
-    def _finish(info: MediaInfo, frames_sampled: int, tracks: list[FaceTrackCrops]) -> ExtractedMedia:
-        faces_found = sum(len(t) for t in tracks)
+    def _finish(
+        info: MediaInfo,
+        frames_sampled: int,
+        tracks: list[FaceTrackCrops],
+        small: list[FaceTrackCrops] = (),
+        min_judge_size: float = 0.0,
+    ) -> ExtractedMedia:
+        """The verdict-to-be: ``ok`` with judged tracks, else ``small_face`` or ``no_face``."""
+        faces_found = sum(len(t) for t in (*tracks, *small))
+        if small:
+            sizes = f"{max(t.face_size for t in small):.0f} px; faces.min_judge_size is {min_judge_size:g}"
+            if not tracks:
+                error = f"faces found but too small ({sizes})"
+                return ExtractedMedia(info, SMALL_FACE, error, frames_sampled, faces_found, (), tuple(small))
+            info = dataclasses.replace(info, warnings=info.warnings + (f"{len(small)} track(s) too small to judge ({sizes})",))
         if not tracks:
             return ExtractedMedia(info, NO_FACE, "no face found in the sampled frames", frames_sampled, 0, ())
-        return ExtractedMedia(info, OK, None, frames_sampled, faces_found, tuple(tracks))
+        return ExtractedMedia(info, OK, None, frames_sampled, faces_found, tuple(tracks), tuple(small))
 
 
 class ExtractFacesFn(beam.DoFn):
     """Beam wrapper around ``FaceExtractor``: the MTCNN and the decoder process are per DoFn instance.
 
+    ``crop`` says how crops are cut (the checkpoint's card, read on the driver).
     ``previous`` (a side input) maps content fingerprints judged in earlier scans to their verdicts.
     """
 
-    def __init__(self, config: ScanConfig):
+    def __init__(self, config: ScanConfig, crop: CropSpec):
         self._config = config
+        self._crop = crop
         self._extractor: Optional[FaceExtractor] = None
 
     def setup(self) -> None:
@@ -301,7 +351,7 @@ class ExtractFacesFn(beam.DoFn):
             device=resolve_device(self._config.model.device),
             threads=threads_beside_decoder(faces.detect_threads, self._config.model.torch_threads),
         )
-        self._extractor = FaceExtractor(self._config.sampling, faces, detector, self._config.decode)
+        self._extractor = FaceExtractor(self._config.sampling, faces, detector, self._crop, self._config.decode)
 
     def process(self, item: MediaInput, previous: Optional[Mapping[str, dict]] = None) -> Iterable[ExtractedMedia]:
         start = time.perf_counter()
@@ -326,13 +376,17 @@ class ExtractFacesFn(beam.DoFn):
 class ExtractFaces(beam.PTransform):
     """``PCollection[MediaInput]`` -> ``PCollection[ExtractedMedia]``, one per input.
 
+    ``crop``: how face crops are cut (``ModelCard.crop`` of the checkpoint that
+    will score them, or the training config's spec when extracting).
     ``previous``: an optional ``PCollection`` of ``(content_sha256, earlier verdict)``
     pairs; inputs whose bytes appear there are not decoded again (status ``skipped``).
     """
 
-    def __init__(self, config: ScanConfig, previous: Optional[beam.PCollection] = None):
+    def __init__(self, config: ScanConfig, crop: CropSpec, previous: Optional[beam.PCollection] = None):
         super().__init__()
-        self._fn = ExtractFacesFn(config)
+        if not isinstance(crop, CropSpec):
+            raise TypeError(f"crop must be a CropSpec, got {type(crop).__name__}")
+        self._fn = ExtractFacesFn(config, crop)
         self._previous = previous
 
     def expand(self, inputs):

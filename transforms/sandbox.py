@@ -12,8 +12,9 @@ handles hostile bytes, so nothing it sends is ever executed), followed by the
 raw pixel bytes for the replies that carry pixels, read straight into a numpy
 array. ``read`` returns whole frames; the scan uses ``hold`` instead, which
 keeps the decoded clip in the child and sends back only what the worker asks
-for: downscaled copies for detection (``downscaled``) and aligned face crops
-(``warp``), so full frames never cross the pipe.
+for: downscaled copies for detection (``downscaled``) and face crops, aligned
+(``warp``: 2x3 matrices in) or cut around detector boxes (``crop_boxes``: boxes
+and the crop spec's size and margins in), so full frames never cross the pipe.
 
 ``DecoderSandbox(isolate=False)`` runs the same decoders in-process: for
 debugging only, it gives up the protection.
@@ -34,6 +35,7 @@ from typing import BinaryIO, Optional, Sequence
 
 import numpy as np
 
+from models.crops import BOX, CropSpec
 from transforms.decoders import Clip, ClipReader, HeldClip, Probe, open_decoder
 from transforms.elements import TIMEOUT, UNREADABLE
 from transforms.media import MediaError, first_line
@@ -118,6 +120,25 @@ class DecoderSandbox:
             return self._local.held().warp(positions, matrices, size)
         flat = np.asarray(matrices, np.float64).reshape(len(positions), 6).tolist()
         return self._pixels({"cmd": "warp", "positions": positions, "matrices": flat, "size": size})
+
+    def crop_boxes(self, positions: Sequence[int], boxes: np.ndarray, spec: CropSpec) -> np.ndarray:
+        """``box`` crops of held frames (``models.crops.cut_box_crop``): ``(len(positions), size, size, 3)`` uint8.
+
+        ``boxes`` are ``(len(positions), 4)``, ``x0, y0, x1, y1`` in the held (decoded) frames' pixels.
+        """
+        positions = [int(p) for p in positions]
+        if spec.policy != BOX:
+            raise ValueError(f"crop_boxes needs a 'box' crop spec, got {spec.describe()}")
+        boxes = np.asarray(boxes, np.float64).reshape(-1, 4)
+        if len(boxes) != len(positions) or not np.isfinite(boxes).all():
+            raise ValueError(f"need one finite box per frame position, got {len(boxes)} for {len(positions)}")
+        if not positions:
+            return np.empty((0, spec.size, spec.size, 3), np.uint8)
+        if not self.isolate:
+            return self._local.held().crop_boxes(positions, boxes, spec)
+        # JSON writes floats by repr: the child gets the very same box coordinates.
+        return self._pixels({"cmd": "crop_boxes", "positions": positions, "boxes": boxes.tolist(),
+                             "size": spec.size, "box_margins": list(spec.box_margins)})
 
     def _pixels(self, message: dict) -> np.ndarray:
         reply = self._request(message)
@@ -365,6 +386,10 @@ def _serve(inbox: BinaryIO, outbox: BinaryIO) -> None:
             elif cmd == "warp":
                 matrices = np.asarray(request["matrices"], np.float32).reshape(-1, 2, 3)
                 pixels = session.held().warp(request["positions"], matrices, request["size"])
+                send({"shape": list(pixels.shape)}, pixels)
+            elif cmd == "crop_boxes":
+                spec = CropSpec(BOX, int(request["size"]), box_margins=tuple(request["box_margins"]))
+                pixels = session.held().crop_boxes(request["positions"], request["boxes"], spec)
                 send({"shape": list(pixels.shape)}, pixels)
             elif cmd == "close":
                 session.close()

@@ -20,8 +20,9 @@ TRACK_TYPE = pa.struct(
         ("boxes", pa.list_(pa.list_(pa.float32(), 4))),
         ("detection_scores", pa.list_(pa.float32())),
         ("interpolated", pa.list_(pa.bool_())),
+        ("face_size", pa.float32()),  # median longer box side, source pixels
         ("scores", pa.list_(pa.float32())),
-        ("score", pa.float32()),
+        ("score", pa.float32()),  # null: not scored (e.g. smaller than faces.min_judge_size)
     ]
 )
 
@@ -82,10 +83,14 @@ def verdict_row(
     status: Optional[str] = None,
     error: Optional[str] = None,
 ) -> dict[str, Any]:
-    """One row of ``VERDICT_SCHEMA`` for ``item``; ``status``/``error`` override the item's."""
+    """One row of ``VERDICT_SCHEMA`` for ``item``; ``status``/``error`` override the item's.
+
+    ``track_scores``/``track_probabilities`` follow ``item.tracks``; the tracks too
+    small to judge (``item.small_tracks``) follow them in the row, unscored.
+    """
     info = item.info
     tracks = []
-    for i, track in enumerate(item.tracks):
+    for i, track in enumerate(item.tracks + item.small_tracks):
         tracks.append(
             {
                 "track_id": track.track_id,
@@ -95,6 +100,7 @@ def verdict_row(
                 "boxes": [[float(v) for v in box] for box in track.boxes],
                 "detection_scores": [float(v) for v in track.detection_scores],
                 "interpolated": [bool(v) for v in track.interpolated] or [False] * len(track),
+                "face_size": track.face_size,
                 "scores": [float(v) for v in track_scores[i]] if i < len(track_scores) else [],
                 "score": float(track_probabilities[i]) if i < len(track_probabilities) else None,
             }
@@ -118,7 +124,7 @@ def verdict_row(
         "warnings": list(info.warnings),
         "frames_sampled": item.frames_sampled,
         "faces_found": item.faces_found,
-        "num_tracks": len(item.tracks),
+        "num_tracks": len(tracks),
         "tracks": tracks,
         "score": None if score is None else float(score),
         "label": label,
