@@ -75,7 +75,28 @@ def pipeline_options(beam_args: Sequence[str]) -> PipelineOptions:
         args.append(f"--direct_num_workers={min(available_cores(), MAX_LOCAL_WORKERS)}")
         if not _given(args, "--direct_running_mode"):
             args.append("--direct_running_mode=multi_threading")
+    if _direct(args):
+        without_timed_data_flushes()
     return PipelineOptions(args)
+
+
+def without_timed_data_flushes() -> None:
+    """Stop the local runner's timed data-plane flushes, which drop elements under load.
+
+    With worker threads or processes, Beam's FnApiRunner moves every stage's input
+    and output over gRPC through ``TimeBasedBufferingClosableOutputStream``s: a
+    timer thread flushes each stream once a second
+    (``worker_handlers.DATA_BUFFER_TIME_LIMIT_MS``) by taking its bytes, queueing
+    them, then clearing the stream. The bundle's thread writes on without that
+    flush's lock, so whatever it writes while the queue is full is cleared unsent
+    (Beam 2.77, ``runners/worker/data_plane.py``): whole elements vanish without
+    an error. At 0 Beam builds size-based streams instead, flushed only by the
+    writing thread between elements. Batch jobs lose nothing by it: a bundle's
+    data still goes out at 10 MB and when the bundle ends.
+    """
+    from apache_beam.runners.portability.fn_api_runner import worker_handlers
+
+    worker_handlers.DATA_BUFFER_TIME_LIMIT_MS = 0
 
 
 def threads_per_worker(options: PipelineOptions) -> int:
