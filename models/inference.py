@@ -1,7 +1,8 @@
 """Running the frame and sequence models on batches: the one place for that math.
 
-The Beam model handler, evaluation and benchmarks call these; none of them
-repeats the preprocessing, autocast or probability computation.
+The Beam model handler, the training job's calibration, evaluation and
+benchmarks call these; none of them repeats the preprocessing, autocast or
+probability computation.
 """
 from __future__ import annotations
 
@@ -16,7 +17,7 @@ import torch
 from models.checkpoint import LoadedCheckpoint
 from models.device import describe_device, native_bf16
 from models.preprocess import FacePreprocess
-from models.training import pad_tracks
+from models.sequence import pad_tracks
 
 logger = logging.getLogger(__name__)
 
@@ -59,14 +60,27 @@ class FramePredictor:
 
     def __call__(self, crops: np.ndarray | Sequence[np.ndarray]) -> tuple[np.ndarray, np.ndarray]:
         """Returns ``(probabilities (N,), embeddings (N, D))`` as float32 arrays."""
+        logits, embeddings = self.outputs(crops)
+        return self.fake_probabilities(logits), embeddings
+
+    def outputs(self, crops: np.ndarray | Sequence[np.ndarray]) -> tuple[np.ndarray, np.ndarray]:
+        """Raw ``(logits (N, C), embeddings (N, D))`` as float32 arrays, before the temperature."""
         batch = self.preprocess(crops).contiguous(memory_format=torch.channels_last)
         if self.device.type == "cuda":
             batch = batch.pin_memory().to(self.device, non_blocking=True)
         with torch.inference_mode(), self._autocast():
             out = self.model(batch)
-        logits = out["logits"].float() / self.temperature
-        probs = torch.softmax(logits, dim=1)[:, self.fake_index]
-        return probs.cpu().numpy().astype(np.float32), out["embedding"].float().cpu().numpy()
+        return out["logits"].float().cpu().numpy(), out["embedding"].float().cpu().numpy()
+
+    def fake_probabilities(self, logits: np.ndarray) -> np.ndarray:
+        """The card's fake probability of raw ``logits`` (see :func:`fake_probabilities`)."""
+        return fake_probabilities(logits, self.fake_index, self.temperature)
+
+
+def fake_probabilities(logits: np.ndarray, fake_index: int, temperature: float = 1.0) -> np.ndarray:
+    """``softmax(logits / temperature)[:, fake_index]`` of ``(N, C)`` logits, float32 ``(N,)``."""
+    scaled = torch.from_numpy(np.ascontiguousarray(logits, np.float32)) / float(temperature)
+    return torch.softmax(scaled, dim=1)[:, fake_index].numpy().astype(np.float32)
 
 
 def _frozen(model: torch.nn.Module, input_size: int) -> torch.nn.Module:
@@ -93,7 +107,13 @@ class SequencePredictor:
         if checkpoint.sequence_model is None:
             raise ValueError("the checkpoint has no sequence model")
         self.device = device
-        self.model = checkpoint.sequence_model.to(device).eval()
+        model = checkpoint.sequence_model
+        # The model may be shared with other threads that are running it (one copy per
+        # worker process): nn.LSTM.to() rebuilds its flat weight list even when nothing
+        # moves, which breaks a forward pass in flight. Move it only when it must move.
+        if any(p.device != device for p in model.parameters()):
+            model = model.to(device)
+        self.model = model.eval()
 
     def __call__(self, tracks: Sequence[np.ndarray]) -> np.ndarray:
         """``tracks``: arrays of shape ``(T_i, D)``. Returns ``(len(tracks),)`` float32."""

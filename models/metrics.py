@@ -3,13 +3,14 @@
 Conventions: label 1 is fake (positive), 0 real; a score is "fake-ness" and a
 sample counts as positive when ``score >= threshold``. Curves keep every
 distinct score as a threshold (no point dropping). Metrics that need both
-classes (AUC, ROC, EER, balanced-accuracy threshold) raise ``ValueError`` when
-one is missing; :func:`binary_report` turns those into ``None``.
+classes (AUC, ROC, EER, the operating point) raise ``ValueError`` when one is
+missing; :func:`binary_report` turns those into ``None``.
 """
 from __future__ import annotations
 
 import logging
 import math
+from dataclasses import asdict, dataclass
 
 import numpy as np
 from scipy.optimize import minimize_scalar
@@ -229,24 +230,126 @@ def fit_temperature(
     return temperature
 
 
-def calibrated_threshold(probs, labels) -> float:
-    """Decision threshold maximising balanced accuracy (Youden's J = TPR - FPR) on validation data.
+# Scores are clipped into [_LOGIT_EPS, 1 - _LOGIT_EPS] before taking logits, so a
+# saturated probability (float32 softmax gives exactly 1.0 past a logit gap of
+# about 17) counts as logit +-13.8 instead of infinity.
+_LOGIT_EPS = 1e-6
+GAP_MIDPOINT = "gap_midpoint"  # validation separates the classes: the middle of the gap
+TARGET_FPR = "target_fpr"  # classes overlap: the best cut within the false-positive budget
 
-    The threshold is the midpoint between the best cut's score and the next
-    lower distinct score, so it sits between the two classes rather than on a
-    sample; among equally good cuts the one closest to 0.5 wins. The result is
-    clipped into ``[1e-6, 1 - 1e-6]``.
+
+@dataclass(frozen=True)
+class OperatingPoint:
+    """A verdict threshold and what it gave on the validation scores it was chosen on.
+
+    Attributes:
+        threshold: Flag as fake when ``score >= threshold``.
+        method: ``"gap_midpoint"`` (validation separates the classes) or ``"target_fpr"``.
+        target_fpr: The false-positive rate the threshold was chosen for.
+        val_fpr: Share of validation reals at or above the threshold.
+        val_tpr: Share of validation fakes at or above the threshold.
+        val_videos: Validation scores (videos) used.
+        val_real: Reals among them.
+        val_fake: Fakes among them.
+        score_below: The highest validation score under the threshold.
+        score_above: The lowest validation score at or above it (1.0 when none is).
+    """
+
+    threshold: float
+    method: str
+    target_fpr: float
+    val_fpr: float
+    val_tpr: float
+    val_videos: int
+    val_real: int
+    val_fake: int
+    score_below: float
+    score_above: float
+
+    def to_dict(self) -> dict:
+        """The operating point as plain JSON-able data (what the model card stores)."""
+        return asdict(self)
+
+
+def _logit(p: float) -> float:
+    p = min(max(p, _LOGIT_EPS), 1.0 - _LOGIT_EPS)
+    return math.log(p) - math.log1p(-p)
+
+
+def _between(low: float, high: float) -> float:
+    """A threshold in ``(low, high]``: the middle of the two scores in logit space."""
+    z = (_logit(low) + _logit(high)) / 2.0
+    threshold = 1.0 / (1.0 + math.exp(-z))
+    if not low < threshold <= high:  # both ends clipped to the same logit, or rounding
+        threshold = (low + high) / 2.0
+    return threshold if low < threshold else high
+
+
+def operating_point(scores, labels, target_fpr: float = 0.01) -> OperatingPoint:
+    """The verdict threshold for a target false-positive rate on validation videos.
+
+    The threshold always lies between two distinct validation scores, never on
+    one, at the middle of the two in logit space:
+    ``logit(t) = (logit(below) + logit(above)) / 2``.
+
+    - When validation separates the classes (every real below every fake), it is
+      the middle of that gap: ``below`` is the highest real, ``above`` the lowest
+      fake (method ``"gap_midpoint"``). A threshold at the gap's edge would flag
+      the first real that scores a little higher than validation's highest.
+    - Otherwise (method ``"target_fpr"``) it is the cut with the highest
+      validation TPR among those whose FPR is at most ``target_fpr``; of cuts
+      with that TPR, the one with the fewest false positives: ``above`` is the
+      lowest fake score it flags, ``below`` the next lower score. With fewer than
+      ``1 / target_fpr`` reals no false positive is allowed, so the cut is just
+      above the highest real. When even the highest score is a real's, nothing
+      can be flagged within the budget and the threshold goes above every score.
+
+    Args:
+        scores: Fake probabilities of the validation videos, in [0, 1].
+        labels: 1 for fake, 0 for real.
+        target_fpr: Largest acceptable share of validation reals flagged, in (0, 1).
 
     Raises:
-        ValueError: Without both classes, or with probabilities outside [0, 1].
+        ValueError: Without both classes, with scores outside [0, 1], or a bad ``target_fpr``.
     """
-    y, p = _check(labels, probs, "probs")
-    _check_probabilities(p)
-    fpr, tpr, thresholds = roc_curve(y, p)
-    scores = thresholds[1:]  # each finite cut: predict fake when p >= score
-    lower = np.r_[scores[1:], 0.0]  # next lower score, 0 below the last
-    cuts = (scores + lower) / 2.0
-    gain = (tpr - fpr)[1:]
-    best = np.flatnonzero(gain >= gain.max() - 1e-12)
-    choice = best[np.argmin(np.abs(cuts[best] - 0.5))]
-    return float(np.clip(cuts[choice], 1e-6, 1.0 - 1e-6))
+    if not 0.0 < target_fpr < 1.0:
+        raise ValueError(f"target_fpr must be in (0, 1), got {target_fpr}")
+    y, s = _check(labels, scores, "scores")
+    _check_probabilities(s)
+    n_pos, n_neg = int(y.sum()), int(y.size - y.sum())
+    if n_pos == 0 or n_neg == 0:
+        raise ValueError(
+            "an operating point needs validation videos of both classes; "
+            f"got {n_neg} real and {n_pos} fake"
+        )
+    reals, fakes = s[y == 0], s[y == 1]
+    separable = bool(reals.max() < fakes.min())
+    if separable:
+        below, above = float(reals.max()), float(fakes.min())
+    else:
+        tps, fps, cuts = _counts(y, s)  # cut i flags every score >= cuts[i]; cuts decrease
+        allowed = fps <= target_fpr * n_neg + 1e-9
+        best = int(tps[allowed].max()) if allowed.any() else 0
+        if best == 0:  # nothing can be flagged within the budget
+            below, above = float(s.max()), 1.0
+            logger.warning("no threshold flags any validation fake at FPR <= %g: the highest score "
+                           "(%.4g) is a real's; the threshold goes above every score", target_fpr, below)
+        else:
+            i = int(np.flatnonzero(allowed & (tps == best))[0])
+            above = float(cuts[i])
+            below = float(cuts[i + 1]) if i + 1 < cuts.size else 0.0
+    # A verdict threshold lies in (0, 1): 1.0 itself only when a real scores exactly 1.0.
+    threshold = min(_between(below, above), math.nextafter(1.0, 0.0))
+    flagged = s >= threshold
+    return OperatingPoint(
+        threshold=threshold,
+        method=GAP_MIDPOINT if separable else TARGET_FPR,
+        target_fpr=float(target_fpr),
+        val_fpr=float(flagged[y == 0].mean()),
+        val_tpr=float(flagged[y == 1].mean()),
+        val_videos=int(y.size),
+        val_real=n_neg,
+        val_fake=n_pos,
+        score_below=below,
+        score_above=above,
+    )

@@ -2,7 +2,9 @@
 from __future__ import annotations
 
 import logging
+from typing import Sequence
 
+import numpy as np
 import torch
 from torch import nn
 from torch.nn.utils.rnn import pack_padded_sequence
@@ -74,6 +76,15 @@ class TrackLSTM(nn.Module):
         _, (h_n, _) = self.lstm(packed)
         summary = torch.cat([h_n[-2], h_n[-1]], dim=-1)
         return self.head(self.dropout(summary)).squeeze(-1)
+
+
+def pad_tracks(tracks: Sequence[np.ndarray]) -> tuple[torch.Tensor, torch.Tensor]:
+    """Variable-length ``(T_i, D)`` embeddings -> zero-padded float32 ``(B, T, D)`` and lengths ``(B,)``."""
+    lengths = torch.tensor([len(t) for t in tracks], dtype=torch.int64)
+    padded = torch.zeros((len(tracks), int(lengths.max()), tracks[0].shape[1]), dtype=torch.float32)
+    for i, t in enumerate(tracks):
+        padded[i, : len(t)] = torch.from_numpy(np.asarray(t, np.float32))
+    return padded, lengths
 
 
 @register_model("bilstm", kind="sequence")

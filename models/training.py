@@ -1,8 +1,9 @@
 """Training loops for the frame and sequence models (pure torch, no Beam).
 
 The training job (``pipeline/train.py``) reads the face table, builds these
-datasets and calls these functions; evaluation and calibration reuse
-``predict_frames``. Preprocessing is ``FacePreprocess``, the same object the
+datasets and calls these functions; its per-epoch validation uses
+``predict_frames``, while calibration runs the scan's own predictors
+(``models.inference``). Preprocessing is ``FacePreprocess``, the same object the
 scanner uses, applied to whole uint8 batches.
 """
 from __future__ import annotations
@@ -19,6 +20,7 @@ from torch import nn
 from torch.utils.data import DataLoader, Dataset
 
 from models.preprocess import FacePreprocess, decode_crop
+from models.sequence import pad_tracks
 
 logger = logging.getLogger(__name__)
 
@@ -238,15 +240,6 @@ class EarlyStopping:
 
     def load_state_dict(self, state: dict) -> None:
         self.best, self.bad_epochs = state["best"], state["bad_epochs"]
-
-
-def pad_tracks(tracks: Sequence[np.ndarray]) -> tuple[torch.Tensor, torch.Tensor]:
-    """Variable-length ``(T_i, D)`` arrays -> padded ``(B, T, D)`` and lengths ``(B,)``."""
-    lengths = torch.tensor([len(t) for t in tracks], dtype=torch.int64)
-    padded = torch.zeros((len(tracks), int(lengths.max()), tracks[0].shape[1]), dtype=torch.float32)
-    for i, t in enumerate(tracks):
-        padded[i, : len(t)] = torch.from_numpy(np.asarray(t, np.float32))
-    return padded, lengths
 
 
 def train_sequence_epoch(

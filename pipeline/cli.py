@@ -6,6 +6,8 @@ import logging
 import sys
 from typing import Optional, Sequence
 
+from pipeline.datasets import DEFAULT_SPLIT_SEED
+
 logger = logging.getLogger("deepfake_scan")
 
 SCAN_EPILOG = """\
@@ -28,7 +30,7 @@ def _add_scan_config_args(p: argparse.ArgumentParser) -> None:
         action="append",
         default=[],
         metavar="KEY=VALUE",
-        help="override one config key, e.g. --set faces.crop_size=380 (repeatable)",
+        help="override one config key, e.g. --set sampling.max_clips=2 (repeatable)",
     )
 
 
@@ -79,15 +81,32 @@ def _samples_parser(sub) -> argparse.ArgumentParser:
         description="Generate a deterministic sample archive of H.264 videos and still images made from "
         "scikit-image's face photos, half of them manipulated, with OUT_DIR/manifest.csv "
         "(uri,label,manipulation).",
+        epilog="example: deepfake-scan samples data/crossset --cross-manipulation "
+        "(then: deepfake-scan evaluate --data data/crossset/manifest.csv ...)",
     )
     p.add_argument("out_dir", metavar="OUT_DIR", help="folder to write the samples into")
     p.add_argument("--seed", type=int, default=0, help="random seed (default 0)")
-    p.add_argument("--small", action="store_true", help="a few short clips only (for tests)")
-    p.add_argument(
+    kind = p.add_mutually_exclusive_group()
+    kind.add_argument("--small", action="store_true", help="a few short clips only (for tests)")
+    kind.add_argument(
         "--training-set",
         action="store_true",
         help="write the larger, identity-split training set of the demo checkpoint instead "
         "(manifest columns uri,label,manipulation,group,split)",
+    )
+    kind.add_argument(
+        "--cross-manipulation",
+        action="store_true",
+        help="write the cross-manipulation evaluation set instead: the training set's held-out test "
+        "identities, each real and under every manipulation family the detector never trains on "
+        "(manifest columns uri,label,manipulation,group,split)",
+    )
+    p.add_argument(
+        "--test-identities",
+        type=int,
+        default=None,
+        metavar="N",
+        help="with --cross-manipulation: only the first N held-out identities (default: all)",
     )
     p.add_argument("--identities", type=int, default=100, help="with --training-set: LFW identities to use")
     p.add_argument(
@@ -104,16 +123,28 @@ def _extract_parser(sub) -> argparse.ArgumentParser:
     p = sub.add_parser(
         "extract",
         help="extract labelled face crops for training",
-        description="Run the scan job's decoding, face detection, alignment and tracking over a labelled "
+        description="Run the scan job's decoding, face detection, tracking and cropping over a labelled "
         "dataset and write PNG face crops with labels, groups and splits as Parquet under "
-        "FACES_DIR/faces/ (one row per crop) and FACES_DIR/videos/ (one row per video).",
+        "FACES_DIR/faces/ (one row per crop) and FACES_DIR/videos/ (one row per video). Crops are cut as "
+        "the training config's model section says (crop_policy, input_size, crop_margin, box_margins); "
+        "the spec goes to FACES_DIR/crop.json.",
         epilog="DATA is a manifest (.csv/.jsonl/.parquet: uri,label[,manipulation][,group][,split]) or a "
-        "FaceForensics++, Celeb-DF v2 or DFDC folder. Beam options pass through as for 'scan'.",
+        "FaceForensics++, Celeb-DF v2 or DFDC folder. Beam options pass through as for 'scan'.\n"
+        "example: deepfake-scan extract --data data/trainset/manifest.csv --output outputs/demo_faces "
+        "--train-config configs/train_demo.yaml",
     )
     p.add_argument("--data", required=True, help="manifest or dataset folder (local or fsspec URL)")
     p.add_argument("--output", required=True, metavar="FACES_DIR", help="output folder")
+    p.add_argument(
+        "--train-config",
+        metavar="YAML",
+        help="the training configuration the crops are for: its model section says how to cut them "
+        "(default: the built-in training defaults, aligned 224 px crops)",
+    )
     _add_scan_config_args(p)
-    p.add_argument("--seed", type=int, default=0, help="seed of the split assignment when the data has none")
+    p.add_argument("--seed", type=int, default=DEFAULT_SPLIT_SEED,
+                   help=f"seed of the split assignment when the data has none (default {DEFAULT_SPLIT_SEED}; "
+                   "evaluate takes the same)")
     return p
 
 
@@ -143,7 +174,12 @@ def _evaluate_parser(sub) -> argparse.ArgumentParser:
     p.add_argument("--checkpoint", metavar="FILE", help="checkpoint to evaluate (default: the bundled model)")
     p.add_argument("--data", required=True, help="manifest or dataset folder")
     p.add_argument("--output", required=True, metavar="METRICS.json", help="where to write the metrics")
-    p.add_argument("--split", default="test", help="which split to score: train, val, test or all (default test)")
+    p.add_argument("--split", choices=("train", "val", "test", "all"),
+                   help="which split to score (default: test where the data names splits, all of it where it "
+                   "names none)")
+    p.add_argument("--seed", type=int, default=DEFAULT_SPLIT_SEED,
+                   help=f"with --split on data without splits: the seed extract was given (default "
+                   f"{DEFAULT_SPLIT_SEED}, extract's default)")
     _add_scan_config_args(p)
     p.add_argument("--work-dir", help="where the scan's verdicts go (default: next to METRICS.json)")
     return p
@@ -277,10 +313,14 @@ def _extract(args, beam_args: list[str], test_pipeline) -> int:
     from pipeline.extract import run_extract
     from pipeline.options import pipeline_options
 
+    from pipeline.train_config import TrainConfig
+
     config = load_config(ScanConfig, args.config, args.overrides)
+    crop = load_config(TrainConfig, args.train_config).model.crop
+    config.faces.check_crop(crop, f"training config {args.train_config or '(built-in defaults)'}")
     videos = load_dataset(args.data, seed=args.seed)
-    logger.info("extracting faces of %d videos: %s", len(videos), split_summary(videos))
-    run_extract(videos, args.output, config, pipeline_options(beam_args), test_pipeline=test_pipeline)
+    logger.info("extracting %s faces of %d videos: %s", crop.describe(), len(videos), split_summary(videos))
+    run_extract(videos, args.output, config, crop, pipeline_options(beam_args), test_pipeline=test_pipeline)
     print(f"face crops written to {args.output.rstrip('/')}/faces (videos: {args.output.rstrip('/')}/videos)")
     return 0
 
@@ -304,7 +344,7 @@ def _evaluate(args, beam_args: list[str]) -> int:
 
     config = load_config(ScanConfig, args.config, args.overrides)
     metrics = run_evaluate(args.checkpoint, args.data, args.output, config, split=args.split,
-                           work_dir=args.work_dir, options=pipeline_options(beam_args))
+                           work_dir=args.work_dir, options=pipeline_options(beam_args), seed=args.seed)
     print(format_table(metrics))
     print(f"metrics written to {args.output}")
     return 0
@@ -324,7 +364,14 @@ def _samples(args) -> int:
     from pipeline.samples import generate_samples
     from pipeline.trainset import generate_training_set
 
-    if args.training_set:
+    if args.test_identities is not None and not args.cross_manipulation:
+        print("deepfake-scan: error: --test-identities needs --cross-manipulation", file=sys.stderr)
+        return 2
+    if args.cross_manipulation:
+        from pipeline.crossset import generate_cross_set  # held-out families: never near training code
+
+        items = generate_cross_set(args.out_dir, seed=args.seed, max_identities=args.test_identities)
+    elif args.training_set:
         items = generate_training_set(
             args.out_dir, seed=args.seed, identities=args.identities, train_videos=args.train_videos
         )

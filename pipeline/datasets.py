@@ -6,7 +6,9 @@ FaceForensics++, Celeb-DF v2 or DFDC, and returns one ``LabelledVideo`` per
 video. A fake shares its ``group`` with the real video (or identity) it was
 made from, so splitting by group keeps a video's twins out of the other splits.
 Official splits are used when the folder has them; otherwise a group's split
-comes from a hash of the group and the seed. Folders are listed once per
+comes from a hash of the group and the seed. ``extract`` and ``evaluate`` both
+default to ``DEFAULT_SPLIT_SEED`` and the default fractions, so a video hashed
+into ``test`` by one is in ``test`` for the other. Folders are listed once per
 pattern and no video is opened, so 100k-file datasets on a bucket list fast.
 """
 from __future__ import annotations
@@ -32,6 +34,10 @@ logger = logging.getLogger(__name__)
 REAL, FAKE = "real", "fake"
 TRAIN, VAL, TEST = "train", "val", "test"
 SPLITS = (TRAIN, VAL, TEST)
+# Where the data names no split: the seed and shares of the group hash, for every command.
+DEFAULT_SPLIT_SEED = 0
+DEFAULT_VAL_FRACTION = 0.15
+DEFAULT_TEST_FRACTION = 0.15
 LAYOUTS = ("a manifest .csv/.jsonl/.parquet with uri,label columns",
            "FaceForensics++ (original_sequences/, manipulated_sequences/)",
            "Celeb-DF v2 (Celeb-real/, YouTube-real/, Celeb-synthesis/)",
@@ -58,6 +64,8 @@ class LabelledVideo:
         group: Identity or source video; a fake shares it with the real it was made from.
         split: ``"train"``, ``"val"`` or ``"test"``.
         video_id: Stable unique id, the path relative to the dataset without extension.
+        split_given: True when the data named the split (a manifest's ``split``
+            column, a dataset's official lists); False when it was hashed from the seed.
     """
 
     uri: str
@@ -66,6 +74,7 @@ class LabelledVideo:
     group: str
     split: str
     video_id: str
+    split_given: bool = True
 
 
 @dataclass
@@ -81,8 +90,9 @@ class _Draft:
     source: str = ""
 
 
-def load_dataset(data: str, *, val_fraction: float = 0.15, test_fraction: float = 0.15,
-                 seed: int = 0, compression: Optional[str] = None) -> list[LabelledVideo]:
+def load_dataset(data: str, *, val_fraction: float = DEFAULT_VAL_FRACTION,
+                 test_fraction: float = DEFAULT_TEST_FRACTION, seed: int = DEFAULT_SPLIT_SEED,
+                 compression: Optional[str] = None) -> list[LabelledVideo]:
     """Every labelled video of a manifest or dataset folder, with its group and split.
 
     Args:
@@ -355,7 +365,8 @@ def _assign_splits(drafts: list[_Draft], *, val_fraction: float, test_fraction: 
         if split is None:
             known = fixed.get(root, ())
             split = next(iter(known)) if len(known) == 1 and not official_test else _hashed(seed, root, bounds)
-        videos.append(LabelledVideo(d.uri, d.label, d.manipulation, d.group, split, d.video_id))
+        videos.append(LabelledVideo(d.uri, d.label, d.manipulation, d.group, split, d.video_id,
+                                    split_given=d.split is not None))
     if refused:
         logger.warning("refused %d source-face links that would make a group of over %d videos", refused, cap)
     splits_of: dict[str, set[str]] = defaultdict(set)

@@ -4,6 +4,12 @@ The data is scored by the scan job itself (same decoding, faces, model and
 aggregation), so the figures describe what a scan would report. Video-level
 metrics use each input's verdict score; frame-level metrics use every face's
 frame-model score with its video's label.
+
+Which videos are scored: data without splits is scored whole, unless a split is
+asked for; then the splits are hashed with the seed and fractions ``extract``
+uses (``pipeline.datasets.DEFAULT_SPLIT_SEED``), so ``--split test`` is the set
+the training never saw. Data with splits is scored on ``test`` unless told
+otherwise. The table and the JSON say which split and how many videos.
 """
 from __future__ import annotations
 
@@ -11,6 +17,7 @@ import json
 import logging
 import os
 from collections import defaultdict
+from dataclasses import dataclass
 from typing import Optional, Sequence
 
 import fsspec
@@ -18,8 +25,16 @@ import numpy as np
 
 from models.metrics import binary_report, roc_auc
 from pipeline.config import ScanConfig
-from pipeline.datasets import LabelledVideo, load_dataset
-from pipeline.inputs import media_type_of
+from pipeline.datasets import (
+    DEFAULT_SPLIT_SEED,
+    DEFAULT_TEST_FRACTION,
+    DEFAULT_VAL_FRACTION,
+    SPLITS,
+    TEST,
+    LabelledVideo,
+    load_dataset,
+)
+from pipeline.inputs import InputError, media_type_of
 from pipeline.scan import plan_scan, run_scan
 from transforms.parquet_sink import read_table
 from transforms.elements import MediaInput
@@ -27,13 +42,71 @@ from transforms.elements import MediaInput
 logger = logging.getLogger(__name__)
 
 
-def select_split(videos: Sequence[LabelledVideo], split: Optional[str]) -> list[LabelledVideo]:
-    if not split or split == "all":
-        return list(videos)
+ALL = "all"
+# How the scored videos were chosen (the metrics' "split_source").
+FROM_DATA = "data"  # a split the data names (a split column, official lists)
+SEEDED = "seeded"  # a split of data that names none: hashed with the seed, as extract does
+NO_SPLITS = "none"  # the data names no splits and none was asked for: all of it
+ASKED_ALL = "all"  # all of it, as asked
+
+
+@dataclass(frozen=True)
+class Selection:
+    """The videos an evaluation scores, and how they were chosen."""
+
+    videos: list[LabelledVideo]
+    split: str  # "train", "val", "test" or "all"
+    source: str  # FROM_DATA, SEEDED, NO_SPLITS or ASKED_ALL
+    total: int  # videos in the data
+    seed: Optional[int] = None  # SEEDED: the seed of the hash
+
+    def describe(self) -> str:
+        """One line for the table, e.g. ``split test: 12 of 80 videos (splits from the data)``."""
+        n = len(self.videos)
+        if self.source == NO_SPLITS:
+            return f"all {n} videos (the data has no split column)"
+        if self.source == ASKED_ALL:
+            return f"all {n} videos"
+        if self.source == SEEDED:
+            return (f"split {self.split}: {n} of {self.total} videos (the data has no split column: assigned with "
+                    f"seed {self.seed}, val {DEFAULT_VAL_FRACTION:g}, test {DEFAULT_TEST_FRACTION:g}, "
+                    "as extract assigns them)")
+        return f"split {self.split}: {n} of {self.total} videos (splits from the data)"
+
+
+def select_split(
+    videos: Sequence[LabelledVideo], split: Optional[str] = None, seed: int = DEFAULT_SPLIT_SEED
+) -> Selection:
+    """The videos to score.
+
+    Args:
+        videos: The data, as ``load_dataset`` read it with ``seed``.
+        split: ``train``, ``val``, ``test`` or ``all``; None: ``test`` where the
+            data names splits, else all of it.
+        seed: The seed ``videos``' hashed splits were drawn with (for the record).
+
+    Raises:
+        InputError: For an unknown split name, or a split without videos.
+    """
+    videos = list(videos)
+    has_splits = any(v.split_given for v in videos)
+    if split is None:
+        if not has_splits:
+            logger.info("the data has no split column: scoring all %d videos", len(videos))
+            return Selection(videos, ALL, NO_SPLITS, len(videos))
+        split = TEST
+    if split == ALL:
+        return Selection(videos, ALL, ASKED_ALL, len(videos))
+    if split not in SPLITS:
+        raise InputError(f"unknown split {split!r} (valid: {', '.join(SPLITS)}, {ALL})")
     chosen = [v for v in videos if v.split == split]
     if not chosen:
-        raise ValueError(f"the data has no '{split}' split (splits: {sorted({v.split for v in videos})})")
-    return chosen
+        raise InputError(f"the data has no '{split}' videos (splits: {', '.join(sorted({v.split for v in videos}))})")
+    if has_splits:
+        return Selection(chosen, split, FROM_DATA, len(videos))
+    logger.info("the data has no split column: split '%s' is the %d videos seed %d assigns to it, as extract does",
+                split, len(chosen), seed)
+    return Selection(chosen, split, SEEDED, len(videos), seed)
 
 
 def compute_metrics(videos: Sequence[LabelledVideo], rows: Sequence[dict]) -> dict:
@@ -94,6 +167,7 @@ def format_table(metrics: dict) -> str:
         return "n/a" if v is None else f"{v:.4f}"
 
     lines = [
+        f"data: {metrics['selection']}" if metrics.get("selection") else "",
         f"{'':<10}{'AUC':>8}{'AP':>8}{'acc':>8}{'logloss':>9}{'EER':>8}",
         f"{'video':<10}{f(metrics['video_auc']):>8}{f(metrics['video_ap']):>8}{f(metrics['video_accuracy']):>8}"
         f"{f(metrics['video_log_loss']):>9}{f(metrics['eer']):>8}",
@@ -103,7 +177,7 @@ def format_table(metrics: dict) -> str:
     ]
     for name, m in metrics["per_manipulation"].items():
         lines.append(f"  {name:<16} n={m['n']:<4} AUC vs real {f(m['auc_vs_real'])}  recall {f(m['recall'])}")
-    return "\n".join(lines)
+    return "\n".join(line for line in lines if line)
 
 
 def run_evaluate(
@@ -111,23 +185,31 @@ def run_evaluate(
     data: str,
     output: str,
     config: ScanConfig,
-    split: Optional[str] = "test",
+    split: Optional[str] = None,
     work_dir: Optional[str] = None,
     options=None,
+    seed: int = DEFAULT_SPLIT_SEED,
 ) -> dict:
-    """Scan ``data``'s ``split`` with ``checkpoint`` and write the metrics JSON to ``output``."""
-    videos = select_split(load_dataset(data), split)
+    """Scan ``data``'s ``split`` with ``checkpoint`` and write the metrics JSON to ``output``.
+
+    ``split`` None scores ``test`` where the data names splits and all of it where
+    it names none; ``seed`` must be the one ``extract`` was given (its default too).
+    """
+    selection = select_split(load_dataset(data, seed=seed), split, seed)
+    videos = selection.videos
     if checkpoint:
         config.model.checkpoint = checkpoint
     work_dir = work_dir or os.path.splitext(output)[0] + "_scan"
     inputs = [MediaInput(v.uri, media_type_of(v.uri, config.inputs), v.label) for v in videos]
     plan = plan_scan(inputs, work_dir, config)
-    logger.info("evaluating %s on %d videos (split %s); verdicts in %s", plan.checkpoint, len(inputs), split, work_dir)
+    logger.info("evaluating %s on %s; verdicts in %s", plan.checkpoint, selection.describe(), work_dir)
     run_scan(plan, options)
     rows = read_table(plan.verdicts_dir).to_pylist()
     metrics = compute_metrics(videos, rows)
     metrics.update({"checkpoint": plan.checkpoint, "checkpoint_sha256": plan.run.checkpoint_sha256,
-                    "model_name": plan.run.model_name, "data": data, "split": split})
+                    "model_name": plan.run.model_name, "data": data, "split": selection.split,
+                    "split_source": selection.source, "split_seed": selection.seed,
+                    "videos_in_data": selection.total, "selection": selection.describe()})
     with fsspec.open(output, "w") as f:
         json.dump(metrics, f, indent=2)
     return metrics

@@ -3,10 +3,16 @@
 Stage 1 trains the EfficientNet frame model on labelled crops (with blur/JPEG
 augmentation and self-blended pseudo-fakes made from real crops); stage 2
 freezes it and trains the BiLSTM on each track's sequence of embeddings. The
-frame model's temperature and the verdict threshold are calibrated on the
-validation split. Outputs under ``config.output``: ``config.yaml``,
-``metrics.jsonl`` (one line per epoch), ``state.pt`` (resumable training state,
-written every epoch) and ``model.pt`` (the checkpoint ``deepfake-scan scan`` loads).
+crops must be cut as the training config says (``model.crop_policy`` and its
+margins, ``model.input_size``); the face table records how they were, and the
+card takes it from there. Calibration runs the scan's own code: the frame model's
+temperature is fitted on validation logits, every validation video is scored by
+``models.inference``'s predictors and ``models.aggregation`` exactly as a scan
+scores it, and the verdict threshold is the operating point for
+``calibration.target_fpr`` on those scores (``models.metrics.operating_point``).
+Outputs under ``config.output``: ``config.yaml``, ``metrics.jsonl`` (one line per
+epoch), ``state.pt`` (resumable training state, written every epoch) and
+``model.pt`` (the checkpoint ``deepfake-scan scan`` loads).
 """
 from __future__ import annotations
 
@@ -24,13 +30,17 @@ import numpy as np
 import torch
 from tqdm import tqdm
 
-from models.augment import AugmentConfig, TrainAugment
-from models.card import ModelCard
-from models.checkpoint import load_checkpoint, save_checkpoint
+from models import pretrained
+from models.aggregation import BILSTM
+from models.augment import TrainAugment
+from models.card import IMAGENET_MEAN, IMAGENET_STD, ModelCard
+from models.checkpoint import LoadedCheckpoint, load_checkpoint, read_card, save_checkpoint
+from models.crops import ALIGNED, CropSpec
 from models.device import resolve_device
 from models.frame import calibrate_batchnorm
+from models.inference import fake_probabilities
 from models.losses import FrameLoss
-from models.metrics import binary_report, calibrated_threshold, fit_temperature
+from models.metrics import binary_report
 from models.preprocess import FacePreprocess, decode_crop
 from models.registry import create_model
 from models.training import (
@@ -46,9 +56,11 @@ from models.training import (
     train_sequence_epoch,
     weight_ema,
 )
-from pipeline.config import dump_config
-from transforms.parquet_sink import read_table
+from pipeline.calibration import calibrate_temperature, calibrate_threshold, frame_outputs
+from pipeline.config import ConfigError, dump_config
+from pipeline.extract import read_crop_spec
 from pipeline.train_config import TrainConfig
+from transforms.parquet_sink import read_table
 
 logger = logging.getLogger(__name__)
 
@@ -58,22 +70,31 @@ CLASSES = ("real", "fake")
 def read_faces(faces_dir: str) -> list[dict]:
     """The face table written by the extraction job, without decoding crops."""
     table = read_table(faces_dir.rstrip("/") + "/faces")
-    columns = ["video_id", "split", "label", "manipulation", "track_id", "clip_index", "frame_index", "crop_png"]
+    columns = ["video_id", "split", "label", "manipulation", "track_id", "clip_index", "frame_index", "box",
+               "crop_png"]
     return table.select(columns).to_pylist()
 
 
-def group_tracks(rows: list[dict], max_tracks_per_video: int) -> dict[str, list[tuple[dict, list[dict]]]]:
-    """split -> [(video meta, crops of one track in frame order)], longest tracks first per video."""
+def group_tracks(
+    rows: list[dict], max_tracks_per_video: Optional[int] = None
+) -> dict[str, list[tuple[dict, list[dict]]]]:
+    """split -> [(video meta, crops of one track in frame order)], videos in id order.
+
+    With ``max_tracks_per_video`` only a video's longest tracks are kept, longest
+    first; without, every track is, in track-id order (the order a scan reports them).
+    """
     tracks: dict[tuple, list[dict]] = defaultdict(list)
     for row in rows:
         tracks[(row["split"], row["video_id"], row["track_id"])].append(row)
-    per_video: dict[tuple, list[list[dict]]] = defaultdict(list)
-    for (split, video_id, _), crops in tracks.items():
-        per_video[(split, video_id)].append(sorted(crops, key=lambda r: r["frame_index"]))
+    per_video: dict[tuple, list[tuple[int, list[dict]]]] = defaultdict(list)
+    for (split, video_id, track_id), crops in tracks.items():
+        per_video[(split, video_id)].append((track_id, sorted(crops, key=lambda r: r["frame_index"])))
     out: dict[str, list] = defaultdict(list)
     for (split, _), video_tracks in sorted(per_video.items()):
-        video_tracks.sort(key=len, reverse=True)
-        for crops in video_tracks[:max_tracks_per_video]:
+        video_tracks.sort(key=lambda t: t[0])
+        if max_tracks_per_video is not None:
+            video_tracks = sorted(video_tracks, key=lambda t: len(t[1]), reverse=True)[:max_tracks_per_video]
+        for _, crops in video_tracks:
             out[split].append((crops[0], crops))
     return out
 
@@ -118,6 +139,7 @@ class MetricsLog:
 def run_train(config: TrainConfig) -> str:
     """Train both stages; returns the path of the checkpoint written."""
     started = time.time()
+    crop = face_table_crop(config)  # before any work: the crops must be the ones the config names
     set_seed(config.seed)
     device = resolve_device(config.device)
     out = config.output.rstrip("/")
@@ -127,61 +149,110 @@ def run_train(config: TrainConfig) -> str:
     resume = _load_state(config.resume) if config.resume else None
     log = MetricsLog(f"{out}/metrics.jsonl", append=resume is not None)
 
-    tracks = group_tracks(read_faces(config.data.faces), config.data.max_tracks_per_video)
+    rows = read_faces(config.data.faces)
+    tracks = group_tracks(rows, config.data.max_tracks_per_video)
     summary = data_summary(tracks)
     logger.info("training data: %s", summary)
     for split in ("train", "val"):
         if not tracks.get(split):
             raise ValueError(f"the face table has no '{split}' crops; extract a dataset with a {split} split")
     manipulations = _manipulation_classes(config, tracks["train"])
+    mean, std = _normalisation(config)
     card = ModelCard(
         name=config.model.name,
         frame_arch=config.model.arch,
-        input_size=config.model.input_size,
+        input_size=crop.size,
+        crop_policy=crop.policy,
+        crop_margin=crop.margin,
+        box_margins=crop.box_margins,
+        mean=mean,
+        std=std,
         class_names=CLASSES,
         manipulation_classes=manipulations,
         frame_kwargs={"dropout": config.model.dropout},
-        aggregator="bilstm" if config.sequence.enabled else "mean",
+        aggregator=BILSTM if config.sequence.enabled else "mean",
         sequence_arch="bilstm" if config.sequence.enabled else None,
         sequence_kwargs={"hidden_dim": config.sequence.hidden_dim} if config.sequence.enabled else {},
     )
     preprocess = FacePreprocess.from_card(card)
     frame_model = set_batchnorm_momentum(_initial_frame_model(config, card)).to(device)
-    frame_model = _train_frames(config, frame_model, tracks, preprocess, manipulations, device, log, resume, out)
+    frame_model = _train_frames(config, card, frame_model, tracks, preprocess, crop, device, log, resume, out)
 
-    # Calibration and the sequence stage use the frozen frame model without augmentation.
-    val_items = tracks["val"]
-    val_logits, val_emb = _track_outputs(frame_model, val_items, preprocess, device)
-    val_frame_logits = np.concatenate([l for l in val_logits])
-    val_frame_labels = np.concatenate([[_target(m)] * len(l) for (m, _), l in zip(val_items, val_logits)])
-    temperature = float(fit_temperature(val_frame_logits, val_frame_labels))
-    card.temperature = temperature
-    frame_probs = [_softmax_fake(l, temperature) for l in val_logits]
-
+    # From here on the frozen frame model runs in the scan's own predictor, on every validation track.
+    card, frames, val = calibrate_temperature(card, frame_model, group_tracks(rows)["val"], device)
     sequence_model = None
     if config.sequence.enabled:
-        _, train_emb = _track_outputs(frame_model, tracks["train"], preprocess, device)
-        sequence_model, track_probs = _train_sequence(config, card, train_emb, tracks["train"], val_emb, val_items, log)
-    else:
-        track_probs = [float(p.mean()) for p in frame_probs]
-    video_scores, video_labels = _video_scores(val_items, track_probs)
-    card.threshold = float(np.clip(calibrated_threshold(video_scores, video_labels), 0.01, 0.99))
-    frame_report = binary_report(val_frame_labels, np.concatenate(frame_probs), 0.5)
+        _, train_embeddings = frame_outputs(frames, tracks["train"])
+        sequence_model = _train_sequence(config, card, train_embeddings, tracks["train"], val.embeddings, val.items,
+                                         log)
+    trained = LoadedCheckpoint(card=card, frame_model=frame_model, sequence_model=sequence_model, sha256=None,
+                               source=out)
+    card, point, video_scores, video_labels = calibrate_threshold(trained, val, config.calibration.target_fpr)
+    frame_report = binary_report(val.frame_labels, np.concatenate(val.probabilities), 0.5)
     video_report = binary_report(video_labels, video_scores, card.threshold)
     card.training = {
         "config": dataclasses.asdict(config),
         "data": summary,
         "validation": {"frame": frame_report, "video": video_report},
-        "temperature": temperature,
+        "temperature": card.temperature,
         "threshold": card.threshold,
         "seconds": round(time.time() - started, 1),
     }
-    log.write({"stage": "calibration", "temperature": temperature, "threshold": card.threshold,
-               "val_video_auc": video_report["auc"], "val_frame_auc": frame_report["auc"]})
+    log.write({"stage": "calibration", "temperature": card.temperature, "threshold": card.threshold,
+               "method": point.method, "val_fpr": point.val_fpr, "val_tpr": point.val_tpr,
+               "val_videos": point.val_videos, "val_video_auc": video_report["auc"],
+               "val_frame_auc": frame_report["auc"]})
     path = f"{out}/model.pt"
     sha = save_checkpoint(path, card, frame_model.cpu(), sequence_model, half=False)
     logger.info("checkpoint written to %s (sha256 %s)", path, sha[:12])
     return path
+
+
+def face_table_crop(config: TrainConfig) -> CropSpec:
+    """How the face table's crops were cut; stops in one line when the training config disagrees.
+
+    Raises:
+        ConfigError: If ``model.input_size``/``crop_policy``/``crop_margin``/``box_margins``
+            describe other crops than the face table holds, or self-blending is asked
+            of crops that are not aligned.
+    """
+    table = read_crop_spec(config.data.faces)
+    wanted = config.model.crop
+    if not same_crops(table, wanted):
+        raise ConfigError(
+            f"the face table {config.data.faces} holds {table.describe()} crops but the training config "
+            f"asks for {wanted.describe()} (model.input_size, model.crop_policy, model.crop_margin, "
+            "model.box_margins): extract again with this config, or make them agree"
+        )
+    if table.policy != ALIGNED and config.augment.sbi_p > 0:
+        raise ConfigError(f"augment.sbi_p={config.augment.sbi_p:g} self-blends on the aligned face template, "
+                          f"but the face table holds {table.describe()} crops: set augment.sbi_p=0")
+    return table
+
+
+def same_crops(a: CropSpec, b: CropSpec) -> bool:
+    """Whether two specs cut the same crops (margins compared only where the policy uses them)."""
+    if (a.policy, a.size) != (b.policy, b.size):
+        return False
+    if a.policy == ALIGNED:
+        return abs(a.margin - b.margin) <= 1e-9
+    return all(abs(x - y) <= 1e-9 for x, y in zip(a.box_margins, b.box_margins))
+
+
+def _normalisation(config: TrainConfig) -> tuple[tuple[float, ...], tuple[float, ...]]:
+    """The card's mean and std: those of the weights the model starts from.
+
+    ImageNet weights bring their own (``models.pretrained``); a checkpoint given as
+    ``model.init`` brings its card's, since its features were learnt on inputs
+    normalised that way. From scratch, ImageNet's statistics.
+    """
+    if config.model.pretrained == "imagenet":
+        cfg = pretrained.pretrained_config(config.model.arch)
+        return tuple(cfg.mean), tuple(cfg.std)
+    if config.model.init:
+        card, _ = read_card(config.model.init)
+        return tuple(card.mean), tuple(card.std)
+    return IMAGENET_MEAN, IMAGENET_STD
 
 
 def _manipulation_classes(config: TrainConfig, train_items: list) -> tuple[str, ...]:
@@ -200,6 +271,8 @@ def _initial_frame_model(config: TrainConfig, card: ModelCard) -> torch.nn.Modul
         manipulation_classes=len(card.manipulation_classes),
         **card.frame_kwargs,
     )
+    if config.model.pretrained == "imagenet":
+        pretrained.load_imagenet_backbone(model)
     if config.model.init:
         start = load_checkpoint(config.model.init)
         if start.card.frame_arch != card.frame_arch:
@@ -224,9 +297,11 @@ def _samples(items: list, count: int, rng: Optional[np.random.Generator]) -> lis
     return samples
 
 
-def _train_frames(config, model, tracks, preprocess, manipulations, device, log, resume, out):
+def _train_frames(config, card, model, tracks, preprocess, crop, device, log, resume, out):
     stage = config.frame
-    augment = TrainAugment(config=AugmentConfig(**_augment_kwargs(config)))
+    manipulations = card.manipulation_classes
+    # Self-blending draws its mask on the aligned template, with the margin the crops were cut with.
+    augment = TrainAugment(config=config.augment.to_augment_config(crop.margin))
     loss_fn = FrameLoss(
         contrastive_weight=stage.contrastive_weight,
         margin=stage.contrastive_margin,
@@ -264,7 +339,7 @@ def _train_frames(config, model, tracks, preprocess, manipulations, device, log,
         if ema is not None:
             _recalibrate(ema.module, dataset.samples, preprocess, device, stage.batch_size, config.seed + epoch)
         logits, _ = predict_frames(evaluated, (decode_crop(s.png) for s in val_samples), preprocess, device)
-        val = binary_report(val_labels, _softmax_fake(logits, 1.0), 0.5)
+        val = binary_report(val_labels, fake_probabilities(logits, card.fake_index), 0.5)
         improved = early.step(val["log_loss"])
         if improved:
             best_state = {k: v.detach().cpu().clone() for k, v in evaluated.state_dict().items()}
@@ -282,22 +357,6 @@ def _recalibrate(model, samples, preprocess, device, batch_size: int, seed: int,
     """BatchNorm statistics of the weight average, from un-augmented training crops."""
     loader = crop_loader(CropDataset(samples), batch_size, shuffle=True, workers=0, seed=seed)
     calibrate_batchnorm(model, (preprocess(crops).to(device) for crops, _, _ in itertools.islice(loader, batches)))
-
-
-def extraction_margin(faces_dir: str) -> float:
-    """The alignment margin the face table was made with (self-blending needs it)."""
-    from pipeline.config import ScanConfig, load_config
-
-    path = faces_dir.rstrip("/") + "/config.yaml"
-    fs, local = fsspec.core.url_to_fs(path)
-    return load_config(ScanConfig, path).faces.margin if fs.exists(local) else ScanConfig().faces.margin
-
-
-def _augment_kwargs(config: TrainConfig) -> dict:
-    a = config.augment
-    return dict(margin=extraction_margin(config.data.faces), blur_p=a.blur_p, blur_sigma=tuple(a.blur_sigma), jpeg_p=a.jpeg_p, jpeg_quality=tuple(a.jpeg_quality),
-                flip_p=a.flip_p, color_jitter_p=a.color_jitter_p, downscale_p=a.downscale_p,
-                downscale_range=tuple(a.downscale_range), sbi_p=a.sbi_p)
 
 
 def _save_state(path, config, epoch, model, optimizer, scheduler, early, best_state, ema=None) -> None:
@@ -326,25 +385,6 @@ def _load_state(path: str) -> dict:
     return state
 
 
-def _softmax_fake(logits: np.ndarray, temperature: float) -> np.ndarray:
-    z = logits / temperature
-    z = z - z.max(axis=1, keepdims=True)
-    p = np.exp(z)
-    return (p / p.sum(axis=1, keepdims=True))[:, CLASSES.index("fake")]
-
-
-def _track_outputs(model, items, preprocess, device):
-    """Per track: frame logits ``(T, C)`` and embeddings ``(T, D)`` of all its crops."""
-    crops = [decode_crop(r["crop_png"]) for _, track in items for r in track]
-    logits, embeddings = predict_frames(model, crops, preprocess, device)
-    out_l, out_e, start = [], [], 0
-    for _, track in items:
-        out_l.append(logits[start : start + len(track)])
-        out_e.append(embeddings[start : start + len(track)])
-        start += len(track)
-    return out_l, out_e
-
-
 def _train_sequence(config, card, train_emb, train_items, val_emb, val_items, log):
     stage = config.sequence
     torch.manual_seed(config.seed)
@@ -365,16 +405,4 @@ def _train_sequence(config, card, train_emb, train_items, val_emb, val_items, lo
         if early.should_stop:
             break
     model.load_state_dict(best)
-    model.eval()
-    return model, [float(p) for p in predict_sequences(model, val_emb)]
-
-
-def _video_scores(items, track_probs):
-    """Video-level scores as the scan computes them (max over tracks) and labels."""
-    scores: dict[str, float] = {}
-    labels: dict[str, int] = {}
-    for (meta, _), p in zip(items, track_probs):
-        scores[meta["video_id"]] = max(scores.get(meta["video_id"], 0.0), p)
-        labels[meta["video_id"]] = _target(meta)
-    ids = sorted(scores)
-    return np.array([scores[i] for i in ids]), np.array([labels[i] for i in ids])
+    return model.eval()

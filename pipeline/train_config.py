@@ -1,10 +1,17 @@
 """Training configuration: ``configs/train_*.yaml`` -> validated dataclasses -> overrides."""
 from __future__ import annotations
 
+import dataclasses
 from dataclasses import dataclass, field
 from typing import Optional
 
+from models.augment import AugmentConfig
+from models.crops import POLICIES, CropSpec
 from pipeline.config import ConfigError, _choice, _fraction, _non_negative, _positive
+
+_AUGMENT = AugmentConfig()  # the augmentation defaults, defined once in models/augment.py
+
+PRETRAINED = ("imagenet",)
 
 
 @dataclass
@@ -30,6 +37,16 @@ class TrainModelConfig:
     dropout: float = 0.2
     manipulation_head: bool = False  # also learn which method made a fake
     init: Optional[str] = None  # start from this checkpoint (fine-tuning, second pass)
+    pretrained: Optional[str] = None  # "imagenet": the backbone starts from ImageNet weights
+    # How the face table's crops were cut (`deepfake-scan extract` records it); must agree.
+    crop_policy: str = "aligned"  # "aligned" (five-point similarity) or "box" (grown detector box)
+    crop_margin: float = 0.25  # aligned: context on each side, as a fraction of the face box
+    box_margins: list[float] = field(default_factory=lambda: [0.125] * 4)  # box: left, top, right, bottom
+
+    @property
+    def crop(self) -> CropSpec:
+        """The crops this model is trained on (and its card will name)."""
+        return CropSpec(self.crop_policy, self.input_size, self.crop_margin, tuple(self.box_margins))
 
     def validate(self) -> None:
         from models.registry import list_models
@@ -38,29 +55,64 @@ class TrainModelConfig:
         _positive("model.input_size", self.input_size)
         if not 0 <= self.dropout < 1:
             raise ConfigError(f"config key 'model.dropout' must be in [0, 1), got {self.dropout}")
+        if self.pretrained is not None:
+            from models.pretrained import list_pretrained
+
+            _choice("model.pretrained", self.pretrained, PRETRAINED)
+            if self.init:
+                raise ConfigError("model.pretrained and model.init both choose the starting weights; set one")
+            if self.arch not in list_pretrained():
+                raise ConfigError(f"model.pretrained={self.pretrained} needs an architecture with ImageNet "
+                                  f"weights ({', '.join(list_pretrained())}); model.arch is {self.arch}")
+        _choice("model.crop_policy", self.crop_policy, POLICIES)
+        if not 0 <= self.crop_margin <= 2:
+            raise ConfigError(f"config key 'model.crop_margin' must be between 0 and 2, got {self.crop_margin}")
+        if len(self.box_margins) != 4 or not all(0 <= m <= 2 for m in self.box_margins):
+            raise ConfigError("config key 'model.box_margins' must be 4 numbers between 0 and 2 "
+                              f"(left, top, right, bottom), got {self.box_margins}")
 
 
 @dataclass
 class AugmentSettings:
-    """Augmentations of training crops (see models/augment.py)."""
+    """Augmentations of training crops: the YAML face of ``models.augment.AugmentConfig``.
 
-    blur_p: float = 0.5
-    blur_sigma: list[float] = field(default_factory=lambda: [0.0, 3.0])
-    jpeg_p: float = 0.5
-    jpeg_quality: list[int] = field(default_factory=lambda: [30, 100])
-    flip_p: float = 0.5
-    color_jitter_p: float = 0.3
-    downscale_p: float = 0.2
-    downscale_range: list[float] = field(default_factory=lambda: [0.5, 0.9])
-    sbi_p: float = 0.5  # real crops turned into self-blended pseudo-fakes
+    Defaults come from ``AugmentConfig`` itself, and ``to_augment_config`` passes
+    every field through by name, so the two cannot drift. ``margin`` is not here:
+    it is the face table's crop margin, never a user's choice.
+    """
+
+    blur_p: float = _AUGMENT.blur_p
+    blur_sigma: list[float] = field(default_factory=lambda: list(_AUGMENT.blur_sigma))
+    jpeg_p: float = _AUGMENT.jpeg_p
+    jpeg_quality: list[int] = field(default_factory=lambda: list(_AUGMENT.jpeg_quality))
+    flip_p: float = _AUGMENT.flip_p
+    color_jitter_p: float = _AUGMENT.color_jitter_p
+    downscale_p: float = _AUGMENT.downscale_p
+    downscale_range: list[float] = field(default_factory=lambda: list(_AUGMENT.downscale_range))
+    sbi_p: float = _AUGMENT.sbi_p  # real crops turned into self-blended pseudo-fakes
+    # How the self-blends vary (models.manipulate.BlendVariety): mask outline and deformation,
+    # the chance of each source/target mismatch, and the blend ratio.
+    sbi_mask_outlines: list[str] = field(default_factory=lambda: list(_AUGMENT.sbi_mask_outlines))
+    sbi_mask_deform_p: float = _AUGMENT.sbi_mask_deform_p
+    sbi_mask_blur: list[float] = field(default_factory=lambda: list(_AUGMENT.sbi_mask_blur))
+    sbi_misalign_p: float = _AUGMENT.sbi_misalign_p
+    sbi_color_p: float = _AUGMENT.sbi_color_p
+    sbi_sharpness_p: float = _AUGMENT.sbi_sharpness_p
+    sbi_resample_p: float = _AUGMENT.sbi_resample_p
+    sbi_jpeg_p: float = _AUGMENT.sbi_jpeg_p
+    sbi_blend_ratio: list[float] = field(default_factory=lambda: list(_AUGMENT.sbi_blend_ratio))
+    sbi_full_blend_p: float = _AUGMENT.sbi_full_blend_p
+
+    def to_augment_config(self, margin: float) -> AugmentConfig:
+        """The augmentation settings for crops aligned with ``margin``."""
+        values = {f.name: getattr(self, f.name) for f in dataclasses.fields(self)}
+        return AugmentConfig(margin=margin, **{k: tuple(v) if isinstance(v, list) else v for k, v in values.items()})
 
     def validate(self) -> None:
-        for key in ("blur_p", "jpeg_p", "flip_p", "color_jitter_p", "downscale_p", "sbi_p"):
-            _fraction(f"augment.{key}", getattr(self, key))
-        for key in ("blur_sigma", "jpeg_quality", "downscale_range"):
-            value = getattr(self, key)
-            if len(value) != 2 or value[0] > value[1]:
-                raise ConfigError(f"config key 'augment.{key}' must be [low, high], got {value}")
+        try:
+            self.to_augment_config(_AUGMENT.margin)
+        except (TypeError, ValueError) as e:
+            raise ConfigError(f"config section 'augment': {e}") from None
 
 
 @dataclass
@@ -108,6 +160,18 @@ class SequenceStageConfig:
 
 
 @dataclass
+class CalibrationConfig:
+    """How the verdict threshold is chosen on the validation videos (models.metrics.operating_point)."""
+
+    target_fpr: float = 0.01  # largest share of validation reals flagged fake
+
+    def validate(self) -> None:
+        if not 0 < self.target_fpr < 1:
+            raise ConfigError(f"config key 'calibration.target_fpr' must be between 0 and 1 (exclusive), "
+                              f"got {self.target_fpr}")
+
+
+@dataclass
 class TrainConfig:
     """Everything the training job can be told."""
 
@@ -120,8 +184,9 @@ class TrainConfig:
     augment: AugmentSettings = field(default_factory=AugmentSettings)
     frame: FrameStageConfig = field(default_factory=FrameStageConfig)
     sequence: SequenceStageConfig = field(default_factory=SequenceStageConfig)
+    calibration: CalibrationConfig = field(default_factory=CalibrationConfig)
 
     def validate(self) -> None:
         _choice("device", self.device, ("auto", "cpu", "cuda"))
-        for section in (self.data, self.model, self.augment, self.frame, self.sequence):
+        for section in (self.data, self.model, self.augment, self.frame, self.sequence, self.calibration):
             section.validate()

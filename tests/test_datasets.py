@@ -281,3 +281,54 @@ def test_unrecognised_folder_missing_path_and_bad_fractions(tmp_path):
         load_dataset(str(tmp_path / "plain" / "a.mp4"))
     with pytest.raises(InputError, match="val \\+ test < 1"):
         load_dataset(str(tmp_path / "plain"), val_fraction=0.5, test_fraction=0.5)
+
+
+# --- which videos `evaluate` scores ------------------------------------------------------
+
+
+def _unsplit_manifest(tmp_path: Path, n: int = 40) -> str:
+    rows = [{"uri": f"v{i:02d}.mp4", "label": "fake" if i % 2 else "real"} for i in range(n)]
+    return _write_manifest(tmp_path / "unsplit.csv", rows, ("uri", "label"))
+
+
+def test_data_without_splits_is_scored_whole(tmp_path):
+    from pipeline.evaluate import select_split
+
+    videos = load_dataset(_unsplit_manifest(tmp_path))
+    assert not any(v.split_given for v in videos)
+    selection = select_split(videos)
+    assert selection.videos == videos and (selection.split, selection.source) == ("all", "none")
+    assert selection.describe() == "all 40 videos (the data has no split column)"
+    assert select_split(videos, "all").describe() == "all 40 videos"
+
+
+def test_a_split_of_unsplit_data_is_the_one_extract_assigns(tmp_path):
+    from pipeline.cli import build_parser
+    from pipeline.datasets import DEFAULT_SPLIT_SEED
+    from pipeline.evaluate import select_split
+
+    spec = _unsplit_manifest(tmp_path)
+    _, parsers = build_parser()
+    extract_seed = parsers["extract"].parse_args(["--data", spec, "--output", "faces"]).seed
+    evaluate_seed = parsers["evaluate"].parse_args(["--data", spec, "--output", "m.json"]).seed
+    assert extract_seed == evaluate_seed == DEFAULT_SPLIT_SEED  # one default for both commands
+    extracted = load_dataset(spec, seed=extract_seed)  # what `extract` writes to the face table
+    selection = select_split(load_dataset(spec, seed=evaluate_seed), "test", evaluate_seed)
+    assert selection.videos == [v for v in extracted if v.split == TEST] and selection.videos
+    assert selection.source == "seeded" and selection.seed == DEFAULT_SPLIT_SEED
+    assert selection.describe().startswith(f"split test: {len(selection.videos)} of 40 videos")
+    assert "seed 0" in selection.describe()
+
+
+def test_data_with_splits_is_scored_on_test_by_default(tmp_path):
+    from pipeline.evaluate import select_split
+
+    videos = load_dataset(_write_manifest(tmp_path / "list.csv", MANIFEST_ROWS))
+    assert {v.video_id: v.split_given for v in videos} == {
+        "videos/a": False, "videos/b": False, "ABSOLUTE": True, "d": True, "e": True, "f": False}
+    selection = select_split(videos)
+    assert (selection.split, selection.source) == (TEST, "data")
+    assert {v.video_id for v in selection.videos} == {v.video_id for v in videos if v.split == TEST}
+    assert selection.describe() == f"split test: {len(selection.videos)} of 6 videos (splits from the data)"
+    with pytest.raises(InputError, match="unknown split 'holdout'"):
+        select_split(videos, "holdout")

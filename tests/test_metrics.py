@@ -11,11 +11,11 @@ from models.metrics import (
     accuracy,
     average_precision,
     binary_report,
-    calibrated_threshold,
     confusion_matrix,
     eer,
     fit_temperature,
     log_loss,
+    operating_point,
     precision_recall_curve,
     roc_auc,
     roc_curve,
@@ -90,8 +90,6 @@ def test_one_class_raises() -> None:
     for fn in (roc_auc, roc_curve, eer):
         with pytest.raises(ValueError, match="one class"):
             fn([1, 1, 1], [0.2, 0.5, 0.9])
-    with pytest.raises(ValueError, match="one class"):
-        calibrated_threshold([0.2, 0.5, 0.9], [0, 0, 0])
     with pytest.raises(ValueError, match="positive"):
         average_precision([0, 0], [0.2, 0.4])
     assert average_precision([1, 1], [0.2, 0.4]) == 1.0
@@ -166,17 +164,76 @@ def test_fit_temperature_on_fake_logits() -> None:
         fit_temperature(z[:10], np.full(10, 2))
 
 
-def test_calibrated_threshold_maximises_balanced_accuracy() -> None:
-    assert calibrated_threshold([0.1, 0.2, 0.8, 0.9], [0, 0, 1, 1]) == pytest.approx(0.5)
-    probs = np.array([0.05, 0.1, 0.15, 0.2, 0.25, 0.3])
-    threshold = calibrated_threshold(probs, [0, 0, 0, 1, 1, 1])
-    assert threshold == pytest.approx(0.175)
-    assert accuracy([0, 0, 0, 1, 1, 1], probs, threshold) == 1.0
-    # Two cuts tie (J = 1/2 at 0.875 and 0.275): the one nearer 0.5 wins.
-    assert calibrated_threshold([0.1, 0.45, 0.8, 0.95], [0, 1, 0, 1]) == pytest.approx(0.275)
-    # Imbalanced classes: balanced accuracy, not accuracy, picks the cut.
-    rng = np.random.default_rng(2)
-    y = (rng.random(2000) < 0.1).astype(int)
-    p = np.clip(rng.normal(0.3 + 0.3 * y, 0.1), 0, 1)
-    threshold = calibrated_threshold(p, y)
-    assert 0.0 < threshold < 1.0 and abs(threshold - 0.45) < 0.05
+def _logit(p: float) -> float:
+    return math.log(p / (1 - p))
+
+
+def test_separable_validation_puts_the_threshold_mid_gap_in_logit_space() -> None:
+    point = operating_point([0.02, 0.10, 0.17, 0.40, 0.85, 0.99], [0, 0, 0, 1, 1, 1])
+    assert point.method == "gap_midpoint"
+    assert (point.score_below, point.score_above) == (0.17, 0.40)
+    assert _logit(point.threshold) == pytest.approx((_logit(0.17) + _logit(0.40)) / 2)
+    assert point.threshold == pytest.approx(0.26982, abs=1e-5)  # the linear middle would be 0.285
+    assert (point.val_fpr, point.val_tpr) == (0.0, 1.0)
+    assert (point.val_videos, point.val_real, point.val_fake) == (6, 3, 3)
+    # A gap that validation saturates: the middle in logit space, never its edge.
+    point = operating_point([0.001, 0.003, 0.9999, 1.0], [0, 0, 1, 1])
+    assert 0.003 < point.threshold < 0.9999
+    assert _logit(point.threshold) == pytest.approx((_logit(0.003) + _logit(0.9999)) / 2)
+    # The gap's middle whatever the target: a perfect split needs no false-positive budget.
+    assert operating_point([0.1, 0.2, 0.8], [0, 0, 1], target_fpr=0.6).threshold == pytest.approx(0.5)
+
+
+def test_overlapping_classes_take_the_best_cut_within_the_budget() -> None:
+    # Scores high to low: F .9, F .7, R .6, F .5, R .3, F .25, R .2, R .05.
+    scores = [0.05, 0.2, 0.3, 0.6, 0.25, 0.5, 0.7, 0.9]
+    labels = [0, 0, 0, 0, 1, 1, 1, 1]
+    strict = operating_point(scores, labels, target_fpr=0.01)  # no false positive allowed
+    assert strict.method == "target_fpr"
+    assert (strict.score_below, strict.score_above) == (0.6, 0.7)
+    assert (strict.val_fpr, strict.val_tpr) == (0.0, 0.5)
+    loose = operating_point(scores, labels, target_fpr=0.25)  # one of four reals may be flagged
+    assert (loose.score_below, loose.score_above) == (0.3, 0.5)
+    assert _logit(loose.threshold) == pytest.approx((_logit(0.3) + _logit(0.5)) / 2)
+    assert (loose.val_fpr, loose.val_tpr) == (0.25, 0.75)
+
+
+def test_of_cuts_with_equal_tpr_the_one_with_fewer_false_positives_wins() -> None:
+    # R .5 lies between F .6 and R .4: flagging it would cost a false positive and gain no fake.
+    point = operating_point([0.1, 0.4, 0.5, 0.3, 0.6, 0.9], [0, 0, 0, 1, 1, 1], target_fpr=0.34)
+    assert (point.score_below, point.score_above) == (0.5, 0.6)
+    assert (point.val_fpr, point.val_tpr) == (0.0, pytest.approx(2 / 3))
+
+
+def test_ties_move_together() -> None:
+    # A real and a fake tie at 0.6: any threshold flags both or neither.
+    point = operating_point([0.1, 0.6, 0.6, 0.8], [0, 0, 1, 1])
+    assert (point.score_below, point.score_above) == (0.6, 0.8)
+    assert (point.val_fpr, point.val_tpr) == (0.0, 0.5)
+    point = operating_point([0.1, 0.6, 0.6, 0.8], [0, 0, 1, 1], target_fpr=0.5)
+    assert (point.score_below, point.score_above) == (0.1, 0.6)
+    assert (point.val_fpr, point.val_tpr) == (0.5, 1.0)
+    # Tied fakes at the gap's edge: the threshold stays strictly above the highest real.
+    point = operating_point([0.3, 0.3, 0.7, 0.7], [0, 0, 1, 1])
+    assert 0.3 < point.threshold < 0.7 and point.method == "gap_midpoint"
+
+
+def test_a_real_on_top_puts_the_threshold_above_every_score(caplog) -> None:
+    with caplog.at_level("WARNING"):
+        point = operating_point([0.9, 0.1, 0.5], [0, 1, 1])
+    assert 0.9 < point.threshold < 1.0 and (point.val_fpr, point.val_tpr) == (0.0, 0.0)
+    assert "above every score" in caplog.text
+
+
+def test_operating_point_needs_both_classes_and_a_sane_target() -> None:
+    with pytest.raises(ValueError, match="both classes; got 3 real and 0 fake"):
+        operating_point([0.2, 0.5, 0.9], [0, 0, 0])
+    with pytest.raises(ValueError, match="both classes; got 0 real and 2 fake"):
+        operating_point([0.2, 0.5], [1, 1])
+    with pytest.raises(ValueError, match="target_fpr"):
+        operating_point([0.2, 0.5], [0, 1], target_fpr=0.0)
+    with pytest.raises(ValueError, match=r"\[0, 1\]"):
+        operating_point([0.2, 1.5], [0, 1])
+    point = operating_point([0.2, 0.5], [0, 1]).to_dict()
+    assert json.loads(json.dumps(point)) == point
+    assert set(point) >= {"threshold", "method", "target_fpr", "val_fpr", "val_tpr", "val_videos"}

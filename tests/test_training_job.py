@@ -1,13 +1,14 @@
 """The training job end to end on a tiny generated set: extract, train, resume, evaluate."""
 import json
 
+import numpy as np
 import pyarrow.parquet as pq
 import pytest
 import torch
 from apache_beam.testing.test_pipeline import TestPipeline
-from apache_beam.testing.util import assert_that, is_not_empty
 
 from models.checkpoint import load_checkpoint
+from models.crops import CropSpec
 from models.frame import FrameModel
 from models.losses import FrameLoss
 from models.preprocess import FacePreprocess
@@ -17,7 +18,7 @@ from pipeline.cli import main
 from pipeline.config import ScanConfig, load_config
 from pipeline.datasets import load_dataset
 from pipeline.evaluate import compute_metrics
-from pipeline.extract import build_extract_pipeline
+from pipeline.extract import read_crop_spec, run_extract
 from pipeline.train import run_train
 from pipeline.train_config import TrainConfig
 from pipeline.trainset import generate_training_set
@@ -35,13 +36,12 @@ def tiny_set(tmp_path_factory):
 
 @pytest.fixture(scope="module")
 def faces_dir(tiny_set, tmp_path_factory):
+    """Crops cut at the tiny training config's input size (aligned, 64 px), as ``extract --train-config`` cuts them."""
     data, items = tiny_set
     out = tmp_path_factory.mktemp("faces")
     videos = load_dataset(str(data / "manifest.csv"))
-    pipeline = TestPipeline()
-    rows = build_extract_pipeline(pipeline, videos, str(out), load_config(ScanConfig, None, FAST_SCAN))
-    assert_that(rows, is_not_empty())
-    pipeline.run().wait_until_finish()
+    run_extract(videos, str(out), load_config(ScanConfig, None, FAST_SCAN), CropSpec("aligned", 64),
+                test_pipeline=TestPipeline())
     return out
 
 
@@ -65,9 +65,56 @@ def test_extracted_faces_table(faces_dir, tiny_set):
         item = by_uri[row["uri"]]
         assert (row["label"], row["split"], row["group"]) == (item.label, item.split, item.group)
         crop = decode_crop(row["crop_png"])
-        assert crop.shape == (224, 224, 3) and row["crop_size"] == 224
+        assert crop.shape == (64, 64, 3) and row["crop_size"] == 64
     videos = pq.read_table(str(faces_dir / "videos")).to_pylist()
     assert len(videos) == len(items) and {v["status"] for v in videos} == {"ok"}
+    assert read_crop_spec(str(faces_dir)) == CropSpec("aligned", 64, margin=0.25)
+
+
+def test_extract_cuts_the_crops_the_training_config_names(tiny_set, tmp_path, capsys):
+    """``extract --train-config`` with box crops: box crops in the table, the spec in crop.json."""
+    from models.crops import cut_box_crop
+    from transforms.decoders import DecordDecoder
+
+    data, items = tiny_set
+    manifest = tmp_path / "two.csv"
+    chosen = [next(i for i in items if i.label == label) for label in ("real", "fake")]
+    manifest.write_text("uri,label\n" + "".join(f"{i.uri},{i.label}\n" for i in chosen))
+    train_yaml = tmp_path / "train_box.yaml"
+    train_yaml.write_text("model:\n  input_size: 96\n  crop_policy: box\n  box_margins: [0.1, 0.2, 0.1, 0.05]\n")
+    out = tmp_path / "faces"
+    scan_flags = [a for o in FAST_SCAN for a in ("--set", o)]
+    # a scan config that pins another crop size stops in one line, before anything is written
+    assert main(["extract", "--data", str(manifest), "--output", str(out), "--train-config", str(train_yaml),
+                 *scan_flags, "--set", "faces.crop_size=224"]) == 2
+    err = capsys.readouterr().err.strip()
+    assert "faces.crop_size=224 disagrees with training config" in err and len(err.splitlines()) == 1
+    assert not out.exists()
+
+    assert main(["extract", "--data", str(manifest), "--output", str(out), "--train-config", str(train_yaml),
+                 *scan_flags]) == 0
+    spec = CropSpec("box", 96, box_margins=(0.1, 0.2, 0.1, 0.05))
+    assert json.loads((out / "crop.json").read_text()) == {
+        "policy": "box", "size": 96, "margin": 0.25, "box_margins": [0.1, 0.2, 0.1, 0.05]}
+    assert read_crop_spec(str(out)) == spec
+    rows = pq.read_table(str(out / "faces")).to_pylist()
+    assert {r["uri"] for r in rows} == {i.uri for i in chosen} and {r["crop_size"] for r in rows} == {96}
+    # each crop is the box crop of its decoded frame at the recorded box (PNG is lossless)
+    for row in (rows[0], rows[-1]):
+        frame = DecordDecoder(row["uri"], max_side=1920, max_pixels=10**8).read([row["frame_index"]]).frames[0]
+        np.testing.assert_array_equal(decode_crop(row["crop_png"]), cut_box_crop(frame, row["box"], spec))
+
+
+def test_read_crop_spec_of_older_and_broken_face_tables(tmp_path):
+    from pipeline.config import ConfigError
+
+    assert read_crop_spec(str(tmp_path)) == CropSpec("aligned", 224, margin=0.25)  # before crop.json: the defaults
+    (tmp_path / "config.yaml").write_text("faces:\n  crop_size: 380\n  margin: 0.3\n")
+    assert read_crop_spec(str(tmp_path)) == CropSpec("aligned", 380, margin=0.3)  # ... or what its config said
+    (tmp_path / "crop.json").write_text('{"policy": "round", "size": 96, "margin": 0.25, "box_margins": [0, 0, 0, 0]}')
+    with pytest.raises(ConfigError, match="does not say how the crops were cut") as info:
+        read_crop_spec(str(tmp_path))
+    assert "\n" not in str(info.value)
 
 
 def _tiny_config(faces_dir, out, **overrides) -> TrainConfig:
@@ -86,9 +133,21 @@ def test_train_writes_a_scan_checkpoint_and_resumes(faces_dir, tmp_path):
     card = loaded.card
     assert card.input_size == 64 and card.aggregator == "bilstm" and loaded.sequence_model is not None
     assert 0 < card.threshold < 1 and card.temperature > 0
-    assert set(card.manipulation_classes) == {"face_swap", "self_blend"}
+    train_fakes = {r["manipulation"] for r in pq.read_table(str(faces_dir / "faces")).to_pylist()
+                   if r["split"] == "train" and r["label"] == "fake"}
+    assert set(card.manipulation_classes) == train_fakes | {"self_blend"}  # the table's and the augmentation's
     assert {"config", "data", "validation", "temperature", "threshold"} <= set(card.training)
     assert card.training["data"]["train"]["videos"] > 0
+    # The operating point was chosen on the validation videos as the scan's aggregation scores them.
+    point = card.operating_point
+    assert point["threshold"] == card.threshold and point["target_fpr"] == 0.01
+    assert (point["aggregator"], point["strategy"]) == ("bilstm", "max")
+    scores, labels, _ = _scan_scores(path, str(faces_dir))
+    assert point["val_videos"] == len(scores) == card.training["data"]["val"]["videos"]
+    assert point["val_fpr"] <= 0.01 and point["val_fpr"] == float(np.mean(scores[labels == 0] >= card.threshold))
+    if scores[labels == 0].max() < scores[labels == 1].min():
+        assert point["method"] == "gap_midpoint"
+        assert scores[labels == 0].max() < card.threshold < scores[labels == 1].min()
     lines = [json.loads(l) for l in (tmp_path / "metrics.jsonl").read_text().splitlines()]
     assert [l["epoch"] for l in lines if l["stage"] == "frame"] == [1]
     assert any(l["stage"] == "sequence" for l in lines) and lines[-1]["stage"] == "calibration"
@@ -197,10 +256,14 @@ def test_evaluate_command_writes_metrics(faces_dir, tiny_set, tmp_path, capsys):
     assert code == 0
     metrics = json.loads(out.read_text())
     assert metrics["split"] == "test" and metrics["videos"] >= 2
+    assert metrics["split_source"] == "data"  # the generated manifest names its splits
+    assert metrics["selection"] == f"split test: {metrics['videos']} of {metrics['videos_in_data']} videos " \
+                                   "(splits from the data)"
     for key in ("video_auc", "video_ap", "video_accuracy", "video_log_loss", "eer", "frame_auc"):
         assert key in metrics
     assert metrics["model_name"] == "deepfake-scan-model"
-    assert "AUC" in capsys.readouterr().out
+    printed = capsys.readouterr().out
+    assert "AUC" in printed and f"data: {metrics['selection']}" in printed
 
 
 def test_fine_tuning_starts_from_a_checkpoints_weights(tmp_path):
@@ -222,3 +285,173 @@ def test_fine_tuning_starts_from_a_checkpoints_weights(tmp_path):
     wrong = load_config(TrainConfig, None, [f"model.init={tmp_path / 'start.pt'}", "model.arch=efficientnet-b1"])
     with pytest.raises(ValueError, match="efficientnet-b0 checkpoint"):
         _initial_frame_model(wrong, ModelCard(name="t", frame_arch="efficientnet-b1", input_size=64))
+
+
+# --- calibration through the scan's own code, on a synthetic face table ---------------------
+
+
+def _synthetic_faces(root, crop: CropSpec = CropSpec("aligned", 32), frames: int = 4) -> str:
+    """A face table of plain crops, recorded as cut like ``crop``: fakes carry a red patch a model learns fast."""
+    import numpy as np
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    from models.preprocess import encode_crop
+    from pipeline.extract import write_crop_spec
+
+    size = crop.size
+    rng = np.random.default_rng(0)
+    rows = []
+    videos = [("train", i) for i in range(8)] + [("val", i) for i in range(8)]
+    for split, i in videos:
+        label = "fake" if i % 2 else "real"
+        video_id = f"{split}_{label}_{i}"
+        for track_id in range(1 + i % 2):  # fakes have two faces: the SBI rule and max see both
+            side = 80.0 - 30.0 * track_id
+            for frame in range(frames):
+                pixels = rng.integers(60, 120, (size, size, 3), dtype=np.uint8)
+                if label == "fake":
+                    pixels[size // 4 : -size // 4, size // 4 : -size // 4, 0] = 250
+                rows.append({
+                    "video_id": video_id, "uri": f"/data/{video_id}.mp4", "group": video_id, "split": split,
+                    "label": label, "manipulation": "self_blend" if label == "fake" else "",
+                    "track_id": track_id, "clip_index": 0, "frame_index": 3 * frame, "timestamp": 3 * frame / 25,
+                    "box": [100.0 * track_id, 10.0, 100.0 * track_id + side, 10.0 + side],
+                    "crop_png": encode_crop(pixels), "crop_size": size,
+                })
+    (root / "faces").mkdir(parents=True)
+    pq.write_table(pa.Table.from_pylist(rows, schema=FACE_SCHEMA), str(root / "faces" / "part-00000.parquet"))
+    (root / "faces" / "_SUCCESS").write_text("")
+    write_crop_spec(str(root), crop)
+    return str(root)
+
+
+def _synthetic_config(faces, out, *overrides) -> TrainConfig:
+    base = [f"data.faces={faces}", f"output={out}", "model.input_size=32", "model.dropout=0.0", "device=cpu",
+            "frame.epochs=2", "frame.batch_size=8", "frame.workers=0", "frame.lr=0.003", "frame.ema_decay=0.5",
+            "data.frames_per_track=4", "data.val_frames_per_track=4", "data.max_tracks_per_video=1",
+            "sequence.epochs=4", "sequence.hidden_dim=8", "augment.sbi_p=0", "augment.blur_p=0",
+            "augment.jpeg_p=0", "augment.downscale_p=0", "augment.color_jitter_p=0"]
+    return load_config(TrainConfig, None, base + list(overrides))
+
+
+def _scan_scores(path: str, faces: str):
+    """Validation videos scored by the scan's aggregation stage with the saved checkpoint."""
+    import numpy as np
+
+    from models.device import resolve_device
+    from models.inference import FramePredictor
+    from pipeline.train import group_tracks, read_faces
+    from transforms.aggregate import AggregateVerdictsFn
+    from transforms.elements import OK, ExtractedMedia, FaceScore, FaceTrackCrops, MediaInfo, ScoredMedia
+    from transforms.verdicts import RunInfo
+
+    frames = FramePredictor(load_checkpoint(path), resolve_device("cpu"), precision="fp32")
+    fn = AggregateVerdictsFn(path, "max", RunInfo("calibration-check", "m", None, "0", threshold=0.5))
+    fn.setup()
+    by_video = {}
+    for meta, track in group_tracks(read_faces(faces))["val"]:
+        by_video.setdefault(meta["video_id"], (meta, []))[1].append(track)
+    scores, labels, aggregators = [], [], set()
+    for video_id, (meta, tracks) in sorted(by_video.items()):
+        elements, faces_scores = [], []
+        for track in tracks:
+            probs, embeddings = frames(np.stack([decode_crop(r["crop_png"]) for r in track]))
+            elements.append(FaceTrackCrops(
+                track_id=track[0]["track_id"], clip_index=0, frame_indices=tuple(r["frame_index"] for r in track),
+                timestamps=tuple(r["frame_index"] / 25 for r in track), boxes=np.array([r["box"] for r in track], np.float32),
+                detection_scores=np.ones(len(track), np.float32), crops=None))
+            faces_scores.append(tuple(FaceScore(float(p), e, "cpu") for p, e in zip(probs, embeddings)))
+        item = ExtractedMedia(MediaInfo(f"/data/{video_id}.mp4", "video"), OK, tracks=tuple(elements))
+        (row,) = fn.process(ScoredMedia(item, tuple(faces_scores)))
+        scores.append(row["score"])
+        labels.append(int(meta["label"] == "fake"))
+        aggregators.add(row["aggregator"])
+    return np.array(scores), np.array(labels), aggregators
+
+
+BOX_MARGINS = (0.1, 0.2, 0.1, 0.0)
+
+
+@pytest.mark.parametrize("aggregator", ["bilstm", "mean"])
+def test_calibration_scores_validation_as_the_scan_does(tmp_path, aggregator):
+    import math
+
+    from models.metrics import operating_point
+
+    crop, overrides = CropSpec("aligned", 32), ["calibration.target_fpr=0.05"]
+    if aggregator == "mean":  # no sequence model; and box crops, whose card must say so
+        crop = CropSpec("box", 32, box_margins=BOX_MARGINS)
+        overrides += ["sequence.enabled=false", "model.crop_policy=box", "model.box_margins=[0.1,0.2,0.1,0.0]"]
+    faces = _synthetic_faces(tmp_path / "faces", crop)
+    path = run_train(_synthetic_config(faces, tmp_path / "train", *overrides))
+    card = load_checkpoint(path).card
+    assert card.crop == crop
+    scores, labels, aggregators = _scan_scores(path, faces)
+    assert aggregators == {card.aggregator} == {aggregator}
+    # Every validation track counts (max_tracks_per_video=1 limits training only): the scan's
+    # aggregation of the validation videos gives the card's operating point.
+    point = operating_point(scores, labels, target_fpr=0.05)
+    stored = card.operating_point
+    assert stored["threshold"] == card.threshold == pytest.approx(point.threshold, rel=1e-5)
+    assert (stored["method"], stored["val_fpr"], stored["val_tpr"]) == (point.method, point.val_fpr, point.val_tpr)
+    assert (stored["val_videos"], stored["val_real"], stored["val_fake"]) == (8, 4, 4)
+    assert (stored["target_fpr"], stored["aggregator"], stored["strategy"]) == (0.05, aggregator, "max")
+    assert card.training["validation"]["video"]["threshold"] == card.threshold
+    # The red patch separates the classes: the threshold is strictly inside the gap, at its
+    # middle in logit space (never at its edge).
+    reals, fakes = scores[labels == 0], scores[labels == 1]
+    assert reals.max() < fakes.min(), f"synthetic validation not separable: {scores} {labels}"
+    assert stored["method"] == "gap_midpoint" and (stored["val_fpr"], stored["val_tpr"]) == (0.0, 1.0)
+    assert reals.max() < card.threshold < fakes.min()
+    logit = lambda p: math.log(p / (1 - p))  # noqa: E731
+    assert logit(card.threshold) == pytest.approx((logit(reals.max()) + logit(fakes.min())) / 2, abs=1e-4)
+
+
+def test_training_stops_in_one_line_when_the_crops_are_not_the_configs(tmp_path):
+    from pipeline.config import ConfigError
+    from pipeline.extract import write_crop_spec
+
+    faces = _synthetic_faces(tmp_path / "faces")
+    cases = [
+        (CropSpec("aligned", 64, 0.25), "holds aligned 64 px, margin 0.25 crops but the training config asks "
+                                        "for aligned 32 px, margin 0.25"),
+        (CropSpec("aligned", 32, 0.4), "margin 0.4"),
+        (CropSpec("box", 32), "holds box 32 px"),
+    ]
+    for spec, message in cases:
+        write_crop_spec(faces, spec)
+        with pytest.raises(ConfigError, match=message) as caught:
+            run_train(_synthetic_config(faces, tmp_path / "train"))
+        assert "\n" not in str(caught.value)
+        assert not (tmp_path / "train").exists()  # stopped before any work
+    # Box crops, as the config says, but self-blending needs the aligned template.
+    write_crop_spec(faces, CropSpec("box", 32, box_margins=BOX_MARGINS))
+    config = _synthetic_config(faces, tmp_path / "train", "model.crop_policy=box",
+                               "model.box_margins=[0.1,0.2,0.1,0.0]", "augment.sbi_p=0.5")
+    with pytest.raises(ConfigError, match="augment.sbi_p=0.5 self-blends on the aligned face template"):
+        run_train(config)
+
+
+def test_imagenet_start_loads_the_backbone_and_its_normalisation(monkeypatch):
+    """With a stand-in for models.pretrained: the lead runs the real weights after integration."""
+    from types import SimpleNamespace
+
+    from models import pretrained
+    from models.card import ModelCard
+    from pipeline.train import _initial_frame_model, _normalisation
+
+    loaded = []
+    monkeypatch.setattr(pretrained, "load_imagenet_backbone", lambda model: loaded.append(model) or model)
+    monkeypatch.setattr(pretrained, "pretrained_config",
+                        lambda arch: SimpleNamespace(mean=(0.5, 0.5, 0.5), std=(0.25, 0.25, 0.25)))
+    monkeypatch.setattr(pretrained, "list_pretrained", lambda: ["efficientnet-b0"])
+    config = load_config(TrainConfig, None, ["model.pretrained=imagenet"])
+    assert _normalisation(config) == ((0.5, 0.5, 0.5), (0.25, 0.25, 0.25))
+    card = ModelCard(name="t", frame_arch="efficientnet-b0", input_size=32, mean=(0.5,) * 3, std=(0.25,) * 3)
+    model = _initial_frame_model(config, card)
+    assert loaded == [model]
+    plain = load_config(TrainConfig, None, [])
+    assert _normalisation(plain) == ((0.485, 0.456, 0.406), (0.229, 0.224, 0.225))
+    _initial_frame_model(plain, card)
+    assert len(loaded) == 1

@@ -8,60 +8,41 @@ from typing import Iterable, Optional
 import apache_beam as beam
 import numpy as np
 from apache_beam.metrics import Metrics
-from apache_beam.utils import shared
 
-from models.checkpoint import load_checkpoint
-from models.inference import SequencePredictor
+from models.aggregation import BILSTM, FRAME, TrackFaces, aggregate
 from models.device import resolve_device
+from models.inference import SequencePredictor
+from transforms.checkpoints import acquire_checkpoint
 from transforms.elements import ERROR, METRICS_NAMESPACE, OK, ScoredMedia
 from transforms.media import first_line
 from transforms.verdicts import RunInfo, verdict_row
 
 logger = logging.getLogger(__name__)
 
-# Aggregator names written to the verdicts.
-BILSTM = "bilstm"  # the checkpoint's sequence model over each track's embeddings
-MEAN = "mean"  # mean of the frame probabilities (checkpoint without a sequence model)
-FRAME = "frame"  # a still image: the frame model alone
-
-
-class _SequenceModel:
-    """Holder so ``Shared`` can keep a weak reference (``None`` models can't be)."""
-
-    def __init__(self, predictor: Optional[SequencePredictor]):
-        self.predictor = predictor
-
-
-def combine_tracks(track_probabilities: list[float], track_lengths: list[int], strategy: str) -> float:
-    """An input's score from its tracks' probabilities."""
-    if strategy == "max":
-        return float(max(track_probabilities))
-    if strategy == "mean":
-        return float(np.mean(track_probabilities))
-    if strategy == "longest":
-        return float(track_probabilities[int(np.argmax(track_lengths))])
-    raise ValueError(f"unknown aggregate strategy '{strategy}' (valid: max, mean, longest)")
-
 
 class AggregateVerdictsFn(beam.DoFn):
-    """Track scores with the BiLSTM (or the mean fallback), then one verdict row per input."""
+    """One verdict row per input, from its faces' scores by the checkpoint card's aggregator.
+
+    The checkpoint is the worker process's shared copy (``acquire_checkpoint``),
+    the one the frame-model handler uses: nothing is loaded or built here. Videos
+    are aggregated as the card says (``bilstm``, ``mean`` or ``sbi``, see
+    ``models.aggregation``), still images by their frame scores (``frame``).
+    """
 
     def __init__(self, checkpoint: Optional[str], strategy: str, run: RunInfo):
-        self._checkpoint = checkpoint
+        self._spec = checkpoint
         self._strategy = strategy
         self._run = run
-        self._shared = shared.Shared()
-        self._model: Optional[_SequenceModel] = None
+        self._checkpoint = None  # held while the DoFn lives, so the shared copy stays loaded
+        self._sequence: Optional[SequencePredictor] = None
+        self._aggregator = ""
 
     def setup(self) -> None:
-        def load() -> _SequenceModel:
-            checkpoint = load_checkpoint(self._checkpoint, map_location="cpu")
-            if checkpoint.sequence_model is None or checkpoint.card.aggregator != BILSTM:
-                return _SequenceModel(None)
+        self._checkpoint = acquire_checkpoint(self._spec)
+        self._aggregator = self._checkpoint.card.aggregator
+        if self._aggregator == BILSTM:
             # The BiLSTM is tiny: CPU avoids a device round trip per input.
-            return _SequenceModel(SequencePredictor(checkpoint, resolve_device("cpu")))
-
-        self._model = self._shared.acquire(load, tag=f"sequence:{self._checkpoint}")
+            self._sequence = SequencePredictor(self._checkpoint, resolve_device("cpu"))
 
     def process(self, scored: ScoredMedia) -> Iterable[dict]:
         start = time.perf_counter()
@@ -86,22 +67,23 @@ class AggregateVerdictsFn(beam.DoFn):
             if len(scores) != len(track):
                 raise RuntimeError(f"track {track.track_id} has {len(track)} faces but {len(scores)} scores")
         frame_probs = [[s.fake_probability for s in scores] for scores in scored.scores]
-        predictor = self._model.predictor
-        if item.info.media_type == "image":
-            aggregator, track_probs = FRAME, [float(np.mean(p)) for p in frame_probs]
-        elif predictor is not None:
+        tracks = [
+            TrackFaces(np.asarray(p, np.float64), track.boxes, track.frame_indices)
+            for p, track in zip(frame_probs, item.tracks)
+        ]
+        aggregator = FRAME if item.info.media_type == "image" else self._aggregator
+        sequence_scores = None
+        if aggregator == BILSTM:
             embeddings = [np.stack([s.embedding for s in scores]) for scores in scored.scores]
-            aggregator, track_probs = BILSTM, [float(p) for p in predictor(embeddings)]
-        else:
-            aggregator, track_probs = MEAN, [float(np.mean(p)) for p in frame_probs]
-        score = combine_tracks(track_probs, [len(t) for t in item.tracks], self._strategy)
+            sequence_scores = self._sequence(embeddings)
+        result = aggregate(aggregator, tracks, self._strategy, sequence_scores)
         return verdict_row(
             item,
             self._run,
             track_scores=frame_probs,
-            track_probabilities=track_probs,
-            score=score,
-            aggregator=aggregator,
+            track_probabilities=result.track_scores,
+            score=result.score,
+            aggregator=result.aggregator,
             device=scored.scores[0][0].device,
         )
 
