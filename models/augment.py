@@ -314,6 +314,22 @@ class TrainAugment:
         return out, int(label), manipulation
 
 
+def self_blend_track(augment: "TrainAugment", crops, seed: int) -> list[np.ndarray]:
+    """A pseudo-fake track: one self-blend, drawn once, applied to every aligned crop of a real track.
+
+    Aligned crops of one face share the template, and ``blend_face``'s draws do not
+    depend on the pixels, so one seed gives every frame the same mask, mismatches and
+    blend ratio: the track is consistently manipulated, as a fake video is, and only
+    the pixels underneath change from frame to frame.
+    """
+    out = []
+    for crop in crops:
+        _check_crop(crop)
+        template = augment._template(crop.shape[0])
+        out.append(blend_face(crop, template, np.random.default_rng(seed), params=augment.blend_params).image)
+    return out
+
+
 class EvalAugment:
     """Evaluation-time counterpart of :class:`TrainAugment`: no augmentation at all."""
 

@@ -61,6 +61,9 @@ class ModelCard:
             behind a fake (empty: no such head).
         fake_class: Which of ``class_names`` means "fake".
         threshold: Fake probability at or above which a video is flagged.
+        image_threshold: The same for a still image, whose score is a face's frame
+            probability rather than the aggregator's video score (another scale);
+            None: ``threshold``.
         operating_point: How ``threshold`` was chosen and what it gave on validation,
             e.g. ``{"method": "target_fpr", "target_fpr": 0.01, "val_fpr": 0.0,
             "val_tpr": 0.93, "val_videos": 40}``; empty when not recorded.
@@ -89,6 +92,7 @@ class ModelCard:
     fake_class: str = "fake"
     manipulation_classes: tuple[str, ...] = ()
     threshold: float = 0.5
+    image_threshold: float | None = None
     operating_point: dict = field(default_factory=dict)
     aggregator: str = "bilstm"
     sequence_arch: str | None = "bilstm"
@@ -140,6 +144,8 @@ class ModelCard:
             problems.append(f"fake_class {self.fake_class!r} is not in class_names {self.class_names}")
         if not 0.0 < self.threshold < 1.0:
             problems.append(f"threshold must be in (0, 1), got {self.threshold}")
+        if self.image_threshold is not None and not 0.0 < self.image_threshold < 1.0:
+            problems.append(f"image_threshold must be in (0, 1), got {self.image_threshold}")
         if self.aggregator not in AGGREGATORS:
             problems.append(f"aggregator must be one of {list(AGGREGATORS)}, got {self.aggregator!r}")
         if self.aggregator == "bilstm" and not self.sequence_arch:

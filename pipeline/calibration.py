@@ -70,9 +70,17 @@ def calibrate_threshold(
     """
     scores, labels = validation_video_scores(checkpoint, val.items, val.probabilities, val.embeddings)
     point = operating_point(scores, labels, target_fpr)
+    # A still image is judged on its faces' frame probabilities, not on the video
+    # aggregator's score: its own operating point, from every validation face as a still.
+    image_point = operating_point(np.concatenate(val.probabilities), val.frame_labels, target_fpr)
     card = checkpoint.card
-    recorded = {**point.to_dict(), "aggregator": card.aggregator, "strategy": CALIBRATION_STRATEGY}
-    card = dataclasses.replace(card, threshold=point.threshold, operating_point=recorded)
+    recorded = {**point.to_dict(), "aggregator": card.aggregator, "strategy": CALIBRATION_STRATEGY,
+                "image": {**image_point.to_dict(), "unit": "validation face crops, each as a still"}}
+    card = dataclasses.replace(card, threshold=point.threshold, image_threshold=image_point.threshold,
+                               operating_point=recorded)
+    logger.info("image operating point: threshold %.4g (%s), validation FPR %.3f, TPR %.3f over %d faces",
+                image_point.threshold, image_point.method, image_point.val_fpr, image_point.val_tpr,
+                image_point.val_videos)
     logger.info("operating point: threshold %.4g (%s), validation FPR %.3f, TPR %.3f over %d videos",
                 point.threshold, point.method, point.val_fpr, point.val_tpr, point.val_videos)
     return card, point, scores, labels

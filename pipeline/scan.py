@@ -125,15 +125,17 @@ def plan_scan(
     if output_root is not None:
         output_dir = scan_dir(output_root, scan_id, now)
     _check_output(output_dir)
-    threshold = config.aggregate.threshold
+    # aggregate.threshold, when set, labels videos and stills alike; else the card's operating points.
+    threshold, image_threshold = config.aggregate.threshold, config.aggregate.threshold
     if threshold is None:
-        threshold = float(card.threshold)
+        threshold, image_threshold = float(card.threshold), card.image_threshold
     run = RunInfo(
         scan_id=scan_id,
         model_name=card.name,
         checkpoint_sha256=sha256,
         package_version=package_version(),
         threshold=threshold,
+        image_threshold=image_threshold,
     )
     if card.name == "untrained":
         logger.warning(
@@ -287,6 +289,7 @@ def _write_run_record(plan: ScanPlan, started: dt.datetime, metrics: Optional[di
         "model_name": plan.run.model_name,
         "crop": plan.crop.describe(),
         "threshold": plan.run.threshold,
+        "image_threshold": plan.run.threshold_for("image"),
         "package_version": plan.run.package_version,
         "verdicts": plan.verdicts_dir,
         **(metrics or {}),

@@ -49,16 +49,15 @@ from models.training import (
     EarlyStopping,
     crop_loader,
     predict_frames,
-    predict_sequences,
     set_batchnorm_momentum,
     set_seed,
     train_frame_epoch,
-    train_sequence_epoch,
     weight_ema,
 )
-from pipeline.calibration import calibrate_temperature, calibrate_threshold, frame_outputs
+from pipeline.calibration import calibrate_temperature, calibrate_threshold
 from pipeline.config import ConfigError, dump_config
 from pipeline.extract import read_crop_spec
+from pipeline.sequence_stage import choose_aggregator, sequence_tracks, train_sequence
 from pipeline.train_config import TrainConfig
 from transforms.parquet_sink import read_table
 
@@ -182,9 +181,9 @@ def run_train(config: TrainConfig) -> str:
     card, frames, val = calibrate_temperature(card, frame_model, group_tracks(rows)["val"], device)
     sequence_model = None
     if config.sequence.enabled:
-        _, train_embeddings = frame_outputs(frames, tracks["train"])
-        sequence_model = _train_sequence(config, card, train_embeddings, tracks["train"], val.embeddings, val.items,
-                                         log)
+        train_items, train_embeddings = sequence_tracks(config, frames, tracks["train"], crop)
+        sequence_model = train_sequence(config, card, train_embeddings, train_items, val.embeddings, val.items, log)
+        card, sequence_model = choose_aggregator(card, frame_model, sequence_model, val, log)
     trained = LoadedCheckpoint(card=card, frame_model=frame_model, sequence_model=sequence_model, sha256=None,
                                source=out)
     card, point, video_scores, video_labels = calibrate_threshold(trained, val, config.calibration.target_fpr)
@@ -383,26 +382,3 @@ def _load_state(path: str) -> dict:
     if state.get("format") != "deepfake-scan-training-state":
         raise ValueError(f"{path} is not a deepfake-scan training state file")
     return state
-
-
-def _train_sequence(config, card, train_emb, train_items, val_emb, val_items, log):
-    stage = config.sequence
-    torch.manual_seed(config.seed)
-    model = create_model(card.sequence_arch, input_dim=train_emb[0].shape[1], **card.sequence_kwargs)
-    optimizer = torch.optim.AdamW(model.parameters(), lr=stage.lr)
-    early = EarlyStopping(stage.patience, mode="min")
-    train_labels = np.array([_target(m) for m, _ in train_items])
-    val_labels = np.array([_target(m) for m, _ in val_items])
-    rng = np.random.default_rng(config.seed)
-    best = None
-    for epoch in tqdm(range(stage.epochs), desc="sequence model", unit="epoch", leave=False):
-        loss = train_sequence_epoch(model, train_emb, train_labels, optimizer, stage.batch_size, rng)
-        val = binary_report(val_labels, predict_sequences(model, val_emb), 0.5)
-        if early.step(val["log_loss"]):
-            best = {k: v.detach().clone() for k, v in model.state_dict().items()}
-        log.write({"stage": "sequence", "epoch": epoch + 1, "train_loss": loss,
-                   "val_auc": val["auc"], "val_log_loss": val["log_loss"]})
-        if early.should_stop:
-            break
-    model.load_state_dict(best)
-    return model.eval()

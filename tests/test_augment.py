@@ -19,6 +19,7 @@ from models.augment import (
     hflip,
     jpeg_recompress,
     self_blend_params,
+    self_blend_track,
 )
 from models.face_mask import MASK_OUTLINES
 from models.manipulate import MISMATCHES, SELF_BLEND, BlendParams, blend_face
@@ -241,3 +242,21 @@ def test_pseudo_fakes_vary_and_are_reproducible(crop: np.ndarray) -> None:
         ratios.add(drawn.params.blend_ratio == 1.0)
     assert outlines == set(MASK_OUTLINES) and mismatches == set(MISMATCHES)
     assert ratios == {True, False}
+
+
+def test_self_blend_track_draws_one_blend_for_every_frame(crop: np.ndarray) -> None:
+    """A pseudo-fake track is one manipulation over time: the same draws on every frame."""
+    augment = TrainAugment(config=AugmentConfig())
+    rng = np.random.default_rng(5)
+    # Frames of one face: the same crop shifted by a pixel and with a little sensor noise.
+    frames = [np.clip(np.roll(crop, k, axis=1).astype(np.int16) + rng.integers(-3, 4, crop.shape), 0, 255)
+              .astype(np.uint8) for k in range(4)]
+    fakes = self_blend_track(augment, frames, seed=11)
+    template = face_template(crop.shape[0], augment.config.margin)
+    draws = [blend_face(f, template, np.random.default_rng(11), params=augment.blend_params) for f in frames]
+    assert len({repr(d.params) for d in draws}) == 1  # mask, mismatches and ratio identical across frames
+    for fake, frame, drawn in zip(fakes, frames, draws):
+        np.testing.assert_array_equal(fake, drawn.image)
+        assert _mean_abs_diff(fake, frame) > 0.5  # every frame is manipulated
+    other = self_blend_track(augment, frames[:1], seed=12)[0]
+    assert not np.array_equal(other, fakes[0])  # another track, another blend

@@ -131,7 +131,11 @@ def test_train_writes_a_scan_checkpoint_and_resumes(faces_dir, tmp_path):
     path = run_train(_tiny_config(faces_dir, tmp_path, **{"frame.ema_decay": 0.9}))
     loaded = load_checkpoint(path)
     card = loaded.card
-    assert card.input_size == 64 and card.aggregator == "bilstm" and loaded.sequence_model is not None
+    lines = [json.loads(l) for l in (tmp_path / "metrics.jsonl").read_text().splitlines()]
+    (choice,) = [l for l in lines if l["stage"] == "aggregator"]  # validation chose BiLSTM or mean
+    assert choice["chosen"] == ("bilstm" if choice["val_video_auc_bilstm"] > choice["val_video_auc_mean"] else "mean")
+    assert card.input_size == 64 and card.aggregator == choice["chosen"]
+    assert (loaded.sequence_model is not None) == (choice["chosen"] == "bilstm")
     assert 0 < card.threshold < 1 and card.temperature > 0
     train_fakes = {r["manipulation"] for r in pq.read_table(str(faces_dir / "faces")).to_pylist()
                    if r["split"] == "train" and r["label"] == "fake"}
@@ -141,14 +145,13 @@ def test_train_writes_a_scan_checkpoint_and_resumes(faces_dir, tmp_path):
     # The operating point was chosen on the validation videos as the scan's aggregation scores them.
     point = card.operating_point
     assert point["threshold"] == card.threshold and point["target_fpr"] == 0.01
-    assert (point["aggregator"], point["strategy"]) == ("bilstm", "max")
+    assert (point["aggregator"], point["strategy"]) == (card.aggregator, "max")
     scores, labels, _ = _scan_scores(path, str(faces_dir))
     assert point["val_videos"] == len(scores) == card.training["data"]["val"]["videos"]
     assert point["val_fpr"] <= 0.01 and point["val_fpr"] == float(np.mean(scores[labels == 0] >= card.threshold))
     if scores[labels == 0].max() < scores[labels == 1].min():
         assert point["method"] == "gap_midpoint"
         assert scores[labels == 0].max() < card.threshold < scores[labels == 1].min()
-    lines = [json.loads(l) for l in (tmp_path / "metrics.jsonl").read_text().splitlines()]
     assert [l["epoch"] for l in lines if l["stage"] == "frame"] == [1]
     assert any(l["stage"] == "sequence" for l in lines) and lines[-1]["stage"] == "calibration"
     assert (tmp_path / "config.yaml").exists() and (tmp_path / "state.pt").exists()

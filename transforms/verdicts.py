@@ -69,6 +69,13 @@ class RunInfo:
     checkpoint_sha256: Optional[str]
     package_version: str
     threshold: float
+    image_threshold: Optional[float] = None  # stills; None: ``threshold``
+
+    def threshold_for(self, media_type: Optional[str]) -> float:
+        """The threshold an input of ``media_type`` is labelled with."""
+        if media_type == "image" and self.image_threshold is not None:
+            return self.image_threshold
+        return self.threshold
 
 
 def verdict_row(
@@ -105,7 +112,8 @@ def verdict_row(
                 "score": float(track_probabilities[i]) if i < len(track_probabilities) else None,
             }
         )
-    label = None if score is None else ("fake" if score >= run.threshold else "real")
+    threshold = run.threshold_for(info.media_type)
+    label = None if score is None else ("fake" if score >= threshold else "real")
     previous = info.previous or {}
     if previous and score is None:  # skipped: the earlier scan's verdict, under the same checkpoint
         score = previous.get("score")
@@ -128,7 +136,7 @@ def verdict_row(
         "tracks": tracks,
         "score": None if score is None else float(score),
         "label": label,
-        "threshold": run.threshold,
+        "threshold": threshold,
         "status": status or item.status,
         "error": error if status else item.error,
         "model_name": run.model_name,
