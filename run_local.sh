@@ -2,7 +2,7 @@
 # deepfake-scan, locally.
 #   ./run_local.sh        set up .venv (first run only), make the sample archive, scan it
 #   ./run_local.sh test   set up .venv (first run only), run the test suite
-#   ./run_local.sh train-demo   rebuild models/weights/demo.pt from generated data (CPU, ~1 h)
+#   ./run_local.sh train-demo   rebuild models/weights/demo.pt from generated data and evaluate it (CPU, ~1 h)
 #   ./run_local.sh bench [ARGS]  the performance benchmark (python -m bench; see README, Performance)
 # Extra arguments after 'test' go to pytest; after nothing, to 'deepfake-scan scan'.
 set -euo pipefail
@@ -47,11 +47,15 @@ case "${1:-}" in
     setup
     ds="$VENV/bin/deepfake-scan"
     [ -f data/trainset/manifest.csv ] || "$ds" samples data/trainset --training-set
+    [ -f data/crossset/manifest.csv ] || "$ds" samples data/crossset --cross-manipulation
     "$ds" extract --data data/trainset/manifest.csv --output outputs/demo_faces --train-config configs/train_demo.yaml
     "$ds" train --config configs/train_demo.yaml "$@"
     "$VENV/bin/python" -m pipeline.export_demo outputs/train_demo/model.pt models/weights/demo.pt
+    # Held-out identities: our own blends (test split), then four manipulation families never trained on.
     "$ds" evaluate --checkpoint models/weights/demo.pt --data data/trainset/manifest.csv \
       --split test --output outputs/demo_metrics.json
+    "$ds" evaluate --checkpoint models/weights/demo.pt --data data/crossset/manifest.csv \
+      --output outputs/demo_cross_metrics.json
     ;;
   bench)
     shift

@@ -112,9 +112,9 @@ def _samples_parser(sub) -> argparse.ArgumentParser:
     p.add_argument(
         "--train-videos",
         type=int,
-        default=2,
-        help="with --training-set: real/fake video pairs per training identity, each in a new scene "
-        "(validation and test identities get one)",
+        default=4,
+        help="with --training-set: real videos per training identity, each with a new scene, lighting, "
+        "pose and compression (validation and test identities get one real and one fake)",
     )
     return p
 
