@@ -162,25 +162,29 @@ def _or_none(fn, *args):
         return None
 
 
-def binary_report(y_true, y_score, threshold: float = 0.5) -> dict:
+def binary_report(y_true, y_score, threshold: float | np.ndarray = 0.5) -> dict:
     """All metrics of fake probabilities ``y_score`` as a JSON-able dict.
 
-    Keys: ``auc, ap, accuracy, log_loss, eer, eer_threshold, threshold,
-    confusion`` (nested list ``[[tn, fp], [fn, tp]]``), ``n, n_pos, n_neg``.
+    ``threshold`` is one number, or one per sample (verdicts of stills and videos
+    are labelled with different thresholds). Keys: ``auc, ap, accuracy, log_loss,
+    eer, eer_threshold, threshold`` (a number, or the sorted distinct ones),
+    ``confusion`` (nested list ``[[tn, fp], [fn, tp]]``), ``n, n_pos, n_neg``.
     Metrics undefined for this data (one class only) are ``None``.
     """
     y, s = _check(y_true, y_score)
     _check_probabilities(s)
     equal_error = _or_none(eer, y, s) or (None, None)
-    pred = (s >= threshold).astype(np.int64)
+    thresholds = np.broadcast_to(np.asarray(threshold, dtype=np.float64), s.shape)
+    pred = (s >= thresholds).astype(np.int64)
+    distinct = sorted({float(t) for t in np.unique(thresholds)}) if s.size else [float(np.asarray(threshold).flat[0])]
     return {
         "auc": _json_float(_or_none(roc_auc, y, s)),
         "ap": _json_float(_or_none(average_precision, y, s)),
-        "accuracy": _json_float(accuracy(y, s, threshold)),
+        "accuracy": _json_float(float(np.mean(pred == y)) if y.size else float("nan")),
         "log_loss": _json_float(log_loss(y, s)),
         "eer": _json_float(equal_error[0]),
         "eer_threshold": _json_float(equal_error[1]),
-        "threshold": _json_float(float(threshold)),
+        "threshold": _json_float(distinct[0]) if len(distinct) == 1 else [_json_float(t) for t in distinct],
         "confusion": confusion_matrix(y, pred).tolist(),
         "n": int(y.size),
         "n_pos": int(y.sum()),

@@ -69,7 +69,9 @@ def run_report(
     scan_dir = verdicts.rstrip("/").rsplit("/", 1)[0]
     config = _scan_config(scan_dir)
     judged = [r for r in rows if r["score"] is not None]
-    threshold = float(judged[0]["threshold"]) if judged else 0.5
+    # The histogram marks the videos' threshold (stills are labelled with their own, in their rows).
+    videos = [r for r in judged if r["media_type"] == "video"] or judged
+    threshold = float(videos[0]["threshold"]) if videos else 0.5
 
     figs: list[tuple[str, bytes]] = [
         ("Inputs by status and verdict", figures.counts_figure([r["status"] for r in rows], [r["label"] for r in rows]))
@@ -87,7 +89,7 @@ def run_report(
 
     suspicious = sorted(judged, key=lambda r: -r["score"])[:top]
     evidence = [Evidence(r, truth.get(r["uri"])) for r in suspicious]
-    _gather_evidence(evidence, config, checkpoint or _run_checkpoint(scan_dir), threshold)
+    _gather_evidence(evidence, config, checkpoint or _run_checkpoint(scan_dir))
 
     page = _html(rows, figs, evidence, verdicts, truth)
     with fsspec.open(output, "w", encoding="utf-8") as f:
@@ -143,13 +145,13 @@ def _run_checkpoint(scan_dir: str) -> Optional[str]:
 # ---------------------------------------------------------------- evidence
 
 
-def _gather_evidence(evidence: list[Evidence], config: ScanConfig, checkpoint: Optional[str], threshold: float):
+def _gather_evidence(evidence: list[Evidence], config: ScanConfig, checkpoint: Optional[str]):
     """Timelines from the table; face crops and Grad-CAM from the re-decoded sources."""
     if not evidence:
         return
     for item in evidence:
         if any(t["scores"] for t in item.row["tracks"]) and item.row["media_type"] == "video":
-            item.timeline_png = figures.timeline_figure(item.row["tracks"], threshold)
+            item.timeline_png = figures.timeline_figure(item.row["tracks"], float(item.row["threshold"]))
     extractor, model = _face_tools(config, checkpoint)
     try:
         for item in evidence:

@@ -17,7 +17,7 @@ from models.training import CropDataset, CropSample, EarlyStopping, crop_loader,
 from pipeline.cli import main
 from pipeline.config import ScanConfig, load_config
 from pipeline.datasets import load_dataset
-from pipeline.evaluate import compute_metrics
+from pipeline.evaluate import compute_metrics, format_table
 from pipeline.extract import read_crop_spec, run_extract
 from pipeline.train import run_train
 from pipeline.train_config import TrainConfig
@@ -234,9 +234,10 @@ def test_metrics_from_verdict_rows():
     videos = [LabelledVideo(f"/v{i}.mp4", l, m, f"g{i}", "test", f"v{i}")
               for i, (l, m) in enumerate([("real", ""), ("real", ""), ("fake", "self_blend"), ("fake", "face_swap"), ("fake", "face_swap")])]
     scores = [0.1, 0.4, 0.35, 0.8, 0.9]
-    rows = [{"uri": v.uri, "score": s, "status": "ok", "threshold": 0.5,
+    rows = [{"uri": v.uri, "media_type": "video", "score": s, "status": "ok", "threshold": 0.5,
              "tracks": [{"scores": [s, s]}]} for v, s in zip(videos, scores)]
-    rows.append({"uri": "/v5.mp4", "score": None, "status": "no_face", "threshold": 0.5, "tracks": []})
+    rows.append({"uri": "/v5.mp4", "media_type": "video", "score": None, "status": "no_face", "threshold": 0.5,
+                 "tracks": []})
     videos.append(LabelledVideo("/v5.mp4", "real", "", "g5", "test", "v5"))
     m = compute_metrics(videos, rows)
     assert m["video_auc"] == pytest.approx(5 / 6)  # pairs: (0.1<all fakes) 3, (0.4 > 0.35) 2 of 3
@@ -248,6 +249,23 @@ def test_metrics_from_verdict_rows():
     assert m["per_manipulation"]["self_blend"]["auc_vs_real"] == pytest.approx(0.5)
     for key in ("video_auc", "video_ap", "video_accuracy", "video_log_loss", "eer", "frame_auc"):
         assert key in m
+
+
+def test_metrics_label_each_verdict_with_its_own_threshold():
+    """Stills are labelled with their own threshold: accuracy must not depend on which row comes first."""
+    from pipeline.datasets import LabelledVideo
+
+    specs = [("/real.jpg", "real", "image", 0.80, 0.95), ("/fake.mp4", "fake", "video", 0.80, 0.70),
+             ("/real.mp4", "real", "video", 0.20, 0.70)]
+    videos = [LabelledVideo(u, l, "x" if l == "fake" else "", u, "test", u) for u, l, _, _, _ in specs]
+    rows = [{"uri": u, "media_type": kind, "score": s, "status": "ok", "threshold": t, "tracks": [{"scores": [s]}]}
+            for u, _, kind, s, t in specs]
+    for order in (rows, rows[::-1]):
+        m = compute_metrics(videos, order)
+        assert m["video_accuracy"] == 1.0 and m["confusion"] == [[2, 0], [0, 1]]
+        assert m["per_manipulation"]["x"]["recall"] == 1.0
+        assert m["threshold"] == 0.70 and m["thresholds_by_media_type"] == {"image": 0.95, "video": 0.70}
+    assert "threshold 0.700 (images 0.950)" in format_table(m)
 
 
 def test_evaluate_command_writes_metrics(faces_dir, tiny_set, tmp_path, capsys):
