@@ -16,7 +16,8 @@ import math
 from dataclasses import dataclass, field
 from typing import Any
 
-from models.crops import CropSpec
+from models.aggregation import BILSTM, MEAN, SBI
+from models.crops import POLICIES, CropSpec
 
 logger = logging.getLogger(__name__)
 
@@ -25,8 +26,8 @@ IMAGENET_STD: tuple[float, float, float] = (0.229, 0.224, 0.225)
 # How frame results become a verdict: the BiLSTM over each track, the mean of a
 # track's frame probabilities, or the SBI authors' rule (per frame the maximum
 # over faces at least half the size of the largest, per video the mean over frames).
-AGGREGATORS = ("bilstm", "mean", "sbi")
-CROP_POLICIES = ("aligned", "box")
+AGGREGATORS = (BILSTM, MEAN, SBI)  # "frame" is for stills, never a card's
+CROP_POLICIES = POLICIES
 # Version 2 added the crop policy, pixel range and operating point; version 1
 # cards (aligned crops, margin 0.25, pixels in [0, 1]) still load.
 CARD_FORMAT_VERSION = 2
@@ -67,6 +68,9 @@ class ModelCard:
         operating_point: How ``threshold`` was chosen and what it gave on validation,
             e.g. ``{"method": "target_fpr", "target_fpr": 0.01, "val_fpr": 0.0,
             "val_tpr": 0.93, "val_videos": 40}``; empty when not recorded.
+        precision: The arithmetic the weights must run in to score as published
+            (``"fp32"`` for weights whose authors ran fp32); ``None``: the scan's
+            ``model.precision`` decides, ``auto`` meaning bf16 where it is native.
         aggregator: How frame results become a verdict: ``"bilstm"``, ``"mean"`` or
             ``"sbi"`` (see ``AGGREGATORS``).
         sequence_arch: Registered sequence model name, or None.
@@ -94,6 +98,7 @@ class ModelCard:
     threshold: float = 0.5
     image_threshold: float | None = None
     operating_point: dict = field(default_factory=dict)
+    precision: str | None = None
     aggregator: str = "bilstm"
     sequence_arch: str | None = "bilstm"
     sequence_kwargs: dict = field(default_factory=dict)
@@ -146,6 +151,8 @@ class ModelCard:
             problems.append(f"threshold must be in (0, 1), got {self.threshold}")
         if self.image_threshold is not None and not 0.0 < self.image_threshold < 1.0:
             problems.append(f"image_threshold must be in (0, 1), got {self.image_threshold}")
+        if self.precision not in (None, "fp32", "bf16"):
+            problems.append(f"precision must be null, 'fp32' or 'bf16', got {self.precision!r}")
         if self.aggregator not in AGGREGATORS:
             problems.append(f"aggregator must be one of {list(AGGREGATORS)}, got {self.aggregator!r}")
         if self.aggregator == "bilstm" and not self.sequence_arch:

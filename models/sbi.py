@@ -52,6 +52,7 @@ def sbi_card(name: str = "sbi-efficientnet-b4") -> ModelCard:
         class_names=("real", "fake"),
         fake_class="fake",
         threshold=0.5,
+        precision="fp32",  # their inference runs fp32; bf16 moves scores by about their tolerance
         aggregator="sbi",
         sequence_arch=None,
         frame_kwargs={"dropout": 0.0},

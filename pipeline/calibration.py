@@ -26,6 +26,14 @@ from models.preprocess import decode_crop
 
 logger = logging.getLogger(__name__)
 
+# The frame model's classes, in logit order, and the training tables' label of each.
+CLASSES = ("real", "fake")
+
+
+def target(meta: dict) -> int:
+    """The class index of a training-table row's (or video's) ``label``."""
+    return CLASSES.index(meta["label"])
+
 # How a validation video's tracks combine: the scan's default (config aggregate.strategy).
 CALIBRATION_STRATEGY = "max"
 _BATCH = 64
@@ -52,7 +60,7 @@ def calibrate_temperature(
         validation outputs with probabilities at that temperature.
     """
     logits, embeddings = frame_outputs(frame_predictor(card, frame_model, device), items)
-    labels = np.concatenate([[int(meta["label"] == "fake")] * len(track) for meta, track in items])
+    labels = np.concatenate([[target(meta)] * len(track) for meta, track in items])
     card = dataclasses.replace(card, temperature=float(fit_temperature(np.concatenate(logits), labels)))
     frames = frame_predictor(card, frame_model, device)
     probabilities = [frames.fake_probabilities(z) for z in logits]

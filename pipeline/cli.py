@@ -108,7 +108,9 @@ def _samples_parser(sub) -> argparse.ArgumentParser:
         metavar="N",
         help="with --cross-manipulation: only the first N held-out identities (default: all)",
     )
-    p.add_argument("--identities", type=int, default=100, help="with --training-set: LFW identities to use")
+    p.add_argument("--identities", type=int, default=100,
+                   help="with --training-set: LFW identities to use; with --cross-manipulation: give the "
+                   "training set's, with its --seed, so that the held-out identities are its test split")
     p.add_argument(
         "--train-videos",
         type=int,
@@ -370,7 +372,10 @@ def _samples(args) -> int:
     if args.cross_manipulation:
         from pipeline.crossset import generate_cross_set  # held-out families: never near training code
 
-        items = generate_cross_set(args.out_dir, seed=args.seed, max_identities=args.test_identities)
+        # The held-out identities are those the training set made with the same --seed and
+        # --identities put in test: a cross set for another training set would leak identities.
+        items = generate_cross_set(args.out_dir, seed=args.seed, max_identities=args.test_identities,
+                                   split_seed=args.seed, lfw_identities=args.identities)
     elif args.training_set:
         items = generate_training_set(
             args.out_dir, seed=args.seed, identities=args.identities, train_videos=args.train_videos

@@ -54,16 +54,18 @@ class CrossItem:
     split: str
 
 
-def held_out_identities(split_seed: Optional[int] = None) -> list[str]:
+def held_out_identities(split_seed: Optional[int] = None, identities: Optional[int] = None) -> list[str]:
     """The identities ``pipeline/trainset.py`` puts in its test split, in LFW order.
 
     The split comes from trainset's own :func:`assign_identity_splits` with the
     identity count, seed and fractions :func:`generate_training_set` defaults to;
-    ``split_seed`` replaces the seed for a training set made with another one.
+    ``split_seed`` and ``identities`` replace the seed and count for a training set
+    made with others (they must be the training set's, or the set is not held out).
     """
     defaults = {name: p.default for name, p in
                 inspect.signature(generate_training_set).parameters.items()}
-    names = [f"lfw{i}" for i in range(min(int(defaults["identities"]), 100))]
+    count = int(defaults["identities"] if identities is None else identities)
+    names = [f"lfw{i}" for i in range(min(count, 100))]
     seed = int(defaults["seed"] if split_seed is None else split_seed)
     splits = assign_identity_splits(names, seed, defaults["val_fraction"], defaults["test_fraction"])
     return [name for name in names if splits[name] == TEST_SPLIT]
@@ -147,6 +149,7 @@ def generate_cross_set(
     seconds: float = 2.0,
     families: Optional[Sequence[str]] = None,
     split_seed: Optional[int] = None,
+    lfw_identities: Optional[int] = None,
 ) -> list[CrossItem]:
     """Write a real clip and one clip per held-out family for each test identity.
 
@@ -158,6 +161,7 @@ def generate_cross_set(
         seconds: Clip length.
         families: Family names (default: all of :func:`models.families.family_names`).
         split_seed: Seed of the training set's identity split (default: trainset's).
+        lfw_identities: LFW identities the training set was made from (default: trainset's).
 
     Returns:
         The items, in manifest order (``split`` is always ``test``, ``group`` the identity).
@@ -172,7 +176,7 @@ def generate_cross_set(
     os.makedirs(out_dir, exist_ok=True)
     faces = _FamilyFaces()
     identities = []
-    for who in held_out_identities(split_seed):
+    for who in held_out_identities(split_seed, lfw_identities):
         try:
             faces.portrait(who, _MATCH_FACE_PX)
             identities.append(who)

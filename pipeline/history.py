@@ -19,8 +19,9 @@ from transforms.parquet_sink import SUCCESS, read_table
 logger = logging.getLogger(__name__)
 
 # Verdicts that another run with the same checkpoint would repeat. Timeouts, limits
-# and errors are worth another try (a later run may have more time or a fixed bug).
-FINAL_STATUSES = ("ok", "no_face", "small_face", "unreadable", "unsupported")
+# and errors are worth another try (a later run may have more time or a fixed bug);
+# so is small_face, which depends on faces.min_judge_size, a setting, not the checkpoint.
+FINAL_STATUSES = ("ok", "no_face", "unreadable", "unsupported")
 _COLUMNS = ["content_sha256", "checkpoint_sha256", "status", "score", "label", "scan_id", "previous_scan_id"]
 
 

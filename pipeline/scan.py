@@ -73,6 +73,8 @@ class ScanPlan:
     run: RunInfo
     crop: CropSpec  # how faces are cut: the checkpoint card's
     previous: Mapping[str, dict] = field(default_factory=dict)  # --skip-scanned: sha256 -> earlier verdict
+    aggregator: Optional[str] = None  # the card's: workers load the BiLSTM only when it is "bilstm"
+    precision: Optional[str] = None  # the card's, when its weights must run in one precision
 
     @property
     def verdicts_dir(self) -> str:
@@ -148,7 +150,8 @@ def plan_scan(
             previous = previous_verdicts(output_root, sha256)
         except (OSError, ValueError) as e:
             raise OutputError(f"cannot read earlier scans under '{output_root}': {type(e).__name__}: {e}") from None
-    plan = ScanPlan(tuple(inputs), output_dir, config, checkpoint, run, card.crop, previous)
+    plan = ScanPlan(tuple(inputs), output_dir, config, checkpoint, run, card.crop, previous, card.aggregator,
+                    card.precision)
     try:
         dump_config(plan.config, output_dir.rstrip("/") + "/config.yaml")
     except (OSError, ValueError) as e:
@@ -187,7 +190,8 @@ def build_scan_pipeline(pipeline: beam.Pipeline, plan: ScanPlan) -> beam.PCollec
         model_copies=config.model.model_copies,
         optimize=config.model.optimize,
         torch_threads=config.model.torch_threads,
-        precision=config.model.precision,
+        # model.precision=auto defers to a card that names the precision its weights score in.
+        precision=plan.precision if config.model.precision == "auto" and plan.precision else config.model.precision,
     )
     previous = None
     if plan.previous:
@@ -197,7 +201,8 @@ def build_scan_pipeline(pipeline: beam.Pipeline, plan: ScanPlan) -> beam.PCollec
         | "ListedInputs" >> beam.Create(list(plan.inputs))
         | "ExtractFaces" >> ExtractFaces(config, plan.crop, previous)
         | "ScoreFaces" >> ScoreFaces(handler)
-        | "AggregateVerdicts" >> AggregateVerdicts(plan.checkpoint, config.aggregate.strategy, plan.run)
+        | "AggregateVerdicts" >> AggregateVerdicts(plan.checkpoint, config.aggregate.strategy, plan.run,
+                                                           aggregator=plan.aggregator)
     )
     rows | "WriteVerdicts" >> WriteVerdicts(plan.verdicts_dir, plan.staging_dir)
     return rows

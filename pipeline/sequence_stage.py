@@ -24,17 +24,10 @@ from models.metrics import binary_report, roc_auc
 from models.preprocess import decode_crop
 from models.registry import create_model
 from models.training import EarlyStopping, predict_sequences, train_sequence_epoch
-from pipeline.calibration import frame_outputs, validation_video_scores
+from pipeline.calibration import frame_outputs, target, validation_video_scores
 from pipeline.train_config import TrainConfig
 
 logger = logging.getLogger(__name__)
-
-CLASSES = ("real", "fake")
-
-
-def _target(meta: dict) -> int:
-    return CLASSES.index(meta["label"])
-
 
 def sequence_tracks(config: TrainConfig, frames, items: list, crop: CropSpec) -> tuple[list, list[np.ndarray]]:
     """The sequence model's training tracks and their embeddings from the frozen frame model.
@@ -87,8 +80,8 @@ def train_sequence(config, card, train_emb, train_items, val_emb, val_items, log
     model = create_model(card.sequence_arch, input_dim=train_emb[0].shape[1], **card.sequence_kwargs)
     optimizer = torch.optim.AdamW(model.parameters(), lr=stage.lr)
     early = EarlyStopping(stage.patience, mode="min")
-    train_labels = np.array([_target(m) for m, _ in train_items])
-    val_labels = np.array([_target(m) for m, _ in val_items])
+    train_labels = np.array([target(m) for m, _ in train_items])
+    val_labels = np.array([target(m) for m, _ in val_items])
     rng = np.random.default_rng(config.seed)
     best = None
     for epoch in tqdm(range(stage.epochs), desc="sequence model", unit="epoch", leave=False):

@@ -54,7 +54,7 @@ from models.training import (
     train_frame_epoch,
     weight_ema,
 )
-from pipeline.calibration import calibrate_temperature, calibrate_threshold
+from pipeline.calibration import CLASSES, calibrate_temperature, calibrate_threshold, target
 from pipeline.config import ConfigError, dump_config
 from pipeline.extract import read_crop_spec
 from pipeline.sequence_stage import choose_aggregator, sequence_tracks, train_sequence
@@ -62,9 +62,6 @@ from pipeline.train_config import TrainConfig
 from transforms.parquet_sink import read_table
 
 logger = logging.getLogger(__name__)
-
-CLASSES = ("real", "fake")
-
 
 def read_faces(faces_dir: str) -> list[dict]:
     """The face table written by the extraction job, without decoding crops."""
@@ -183,7 +180,8 @@ def run_train(config: TrainConfig) -> str:
     if config.sequence.enabled:
         train_items, train_embeddings = sequence_tracks(config, frames, tracks["train"], crop)
         sequence_model = train_sequence(config, card, train_embeddings, train_items, val.embeddings, val.items, log)
-        card, sequence_model = choose_aggregator(card, frame_model, sequence_model, val, log)
+        if config.sequence.select_on_validation:
+            card, sequence_model = choose_aggregator(card, frame_model, sequence_model, val, log)
     trained = LoadedCheckpoint(card=card, frame_model=frame_model, sequence_model=sequence_model, sha256=None,
                                source=out)
     card, point, video_scores, video_labels = calibrate_threshold(trained, val, config.calibration.target_fpr)
@@ -284,15 +282,11 @@ def _initial_frame_model(config: TrainConfig, card: ModelCard) -> torch.nn.Modul
     return model
 
 
-def _target(meta: dict) -> int:
-    return CLASSES.index(meta["label"])
-
-
 def _samples(items: list, count: int, rng: Optional[np.random.Generator]) -> list[CropSample]:
     samples = []
     for meta, crops in items:
         for row in pick_frames(crops, count, rng):
-            samples.append(CropSample(row["crop_png"], _target(meta), meta["video_id"], meta["manipulation"] or ""))
+            samples.append(CropSample(row["crop_png"], target(meta), meta["video_id"], meta["manipulation"] or ""))
     return samples
 
 

@@ -150,6 +150,9 @@ class SequenceStageConfig:
     batch_size: int = 32
     lr: float = 1e-3
     patience: int = 8
+    # Keep the BiLSTM only if validation scores videos better with it than with the
+    # mean of frame probabilities; false keeps it whatever validation says.
+    select_on_validation: bool = True
 
     def validate(self) -> None:
         _positive("sequence.hidden_dim", self.hidden_dim)

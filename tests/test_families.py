@@ -318,7 +318,8 @@ def test_cli_samples_cross_manipulation(monkeypatch, tmp_path: Path, capsys):
                         lambda out_dir, **kw: calls.append((out_dir, kw)) or [])
     assert main(["samples", str(tmp_path), "--cross-manipulation", "--seed", "7",
                  "--test-identities", "3"]) == 0
-    assert calls == [(str(tmp_path), {"seed": 7, "max_identities": 3})]
+    # The held-out identities follow the training set made with the same --seed and --identities.
+    assert calls == [(str(tmp_path), {"seed": 7, "max_identities": 3, "split_seed": 7, "lfw_identities": 100})]
     assert main(["samples", str(tmp_path), "--test-identities", "3"]) == 2
     with pytest.raises(SystemExit):
         main(["samples", str(tmp_path), "--cross-manipulation", "--training-set"])

@@ -175,11 +175,10 @@ def test_sbi_refuses_other_layouts(tmp_path, sbi_checkpoint):
 
 @pytest.mark.slow
 def test_a_scan_with_sbi_weights_scores_each_face_as_their_code_does(sbi_checkpoint, face_video, tmp_path):
-    """``--checkpoint sbi:PATH`` and nothing else (fp32 to compare): their crops, scores and aggregation."""
+    """``--checkpoint sbi:PATH`` and nothing else: their crops, fp32 scores and aggregation."""
     path, detector, _, _ = sbi_checkpoint
     out = tmp_path / "scan"
-    argv = ["scan", str(face_video), "--output", str(out), "--checkpoint", f"sbi:{path}",
-            "--set", "model.precision=fp32"]
+    argv = ["scan", str(face_video), "--output", str(out), "--checkpoint", f"sbi:{path}"]
     assert main(argv, test_pipeline=BeamTestPipeline()) == 0
     (row,) = pq.read_table(str(out / "verdicts")).to_pylist()
     assert row["status"] == "ok" and row["aggregator"] == "sbi" and row["device"] == "cpu"

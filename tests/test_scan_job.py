@@ -192,7 +192,7 @@ def test_the_driver_reads_the_card_and_builds_no_model(sample_archive, tmp_path,
     assert plan.crop.policy == "aligned" and plan.crop.size == 224
     if checkpoint == DEMO_CHECKPOINT:
         assert plan.run.checkpoint_sha256 == file_sha256(DEMO_CHECKPOINT)
-        assert plan.run.model_name == "demo-b0-synthetic"
+        assert plan.run.model_name == "demo-lite0-sbi"
 
 
 @pytest.mark.parametrize("command", [[], ["scan"], ["samples"]])
@@ -261,6 +261,9 @@ def test_default_checkpoint_is_the_bundled_demo_when_installed():
         pytest.skip("no bundled demo checkpoint in this checkout")
     assert default_checkpoint() == DEMO_CHECKPOINT
     demo = load_checkpoint(DEMO_CHECKPOINT)
-    assert demo.card.name == "demo-b0-synthetic" and demo.card.frame_arch == "efficientnet-b0"
-    assert demo.card.input_size == 224 and demo.sequence_model is not None
+    assert demo.card.name == "demo-lite0-sbi" and demo.card.frame_arch == "efficientnet-lite0"
+    assert demo.card.input_size == 224 and demo.card.crop_policy == "aligned"
+    assert (demo.sequence_model is not None) == (demo.card.aggregator == "bilstm")
+    assert demo.card.operating_point["method"] in ("target_fpr", "gap_midpoint")
+    assert demo.card.image_threshold is not None  # stills have their own operating point
     assert demo.card.training["validation"]["video"]["auc"] is not None

@@ -29,15 +29,20 @@ class AggregateVerdictsFn(beam.DoFn):
     ``models.aggregation``), still images by their frame scores (``frame``).
     """
 
-    def __init__(self, checkpoint: Optional[str], strategy: str, run: RunInfo):
+    def __init__(self, checkpoint: Optional[str], strategy: str, run: RunInfo, aggregator: Optional[str] = None):
         self._spec = checkpoint
         self._strategy = strategy
         self._run = run
         self._checkpoint = None  # held while the DoFn lives, so the shared copy stays loaded
         self._sequence: Optional[SequencePredictor] = None
-        self._aggregator = ""
+        self._aggregator = aggregator or ""  # the card's, when the driver read it
 
     def setup(self) -> None:
+        # Only the BiLSTM needs the checkpoint here. With model_copies set, the frame model
+        # lives in another process (Beam's multi-process sharing), so acquiring here would
+        # load a whole copy just to read a name the driver already passed on.
+        if self._aggregator and self._aggregator != BILSTM:
+            return
         self._checkpoint = acquire_checkpoint(self._spec)
         self._aggregator = self._checkpoint.card.aggregator
         if self._aggregator == BILSTM:
@@ -91,9 +96,9 @@ class AggregateVerdictsFn(beam.DoFn):
 class AggregateVerdicts(beam.PTransform):
     """``PCollection[ScoredMedia]`` -> ``PCollection[dict]`` rows of ``VERDICT_SCHEMA``."""
 
-    def __init__(self, checkpoint: Optional[str], strategy: str, run: RunInfo):
+    def __init__(self, checkpoint: Optional[str], strategy: str, run: RunInfo, aggregator: Optional[str] = None):
         super().__init__()
-        self._fn = AggregateVerdictsFn(checkpoint, strategy, run)
+        self._fn = AggregateVerdictsFn(checkpoint, strategy, run, aggregator)
 
     def expand(self, scored):
         return scored | "JudgeInputs" >> beam.ParDo(self._fn)
