@@ -65,11 +65,10 @@ class TrainModelConfig:
                 raise ConfigError(f"model.pretrained={self.pretrained} needs an architecture with ImageNet "
                                   f"weights ({', '.join(list_pretrained())}); model.arch is {self.arch}")
         _choice("model.crop_policy", self.crop_policy, POLICIES)
-        if not 0 <= self.crop_margin <= 2:
-            raise ConfigError(f"config key 'model.crop_margin' must be between 0 and 2, got {self.crop_margin}")
-        if len(self.box_margins) != 4 or not all(0 <= m <= 2 for m in self.box_margins):
-            raise ConfigError("config key 'model.box_margins' must be 4 numbers between 0 and 2 "
-                              f"(left, top, right, bottom), got {self.box_margins}")
+        try:
+            self.crop  # CropSpec is the one definition of a valid crop
+        except ValueError as e:
+            raise ConfigError(f"config section 'model' (crop_margin, box_margins): {e}") from None
 
 
 @dataclass
