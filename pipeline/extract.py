@@ -50,7 +50,8 @@ def build_extract_pipeline(
     extracted = (
         labelled
         | "ToMediaInputs" >> beam.Map(lambda v, exts: MediaInput(v["uri"], media_type_of(v["uri"], exts), v["label"]), config.inputs)
-        | "ExtractFaces" >> ExtractFaces(config, crop)
+        | "ExtractFaces" >> ExtractFaces(config.decode, config.sampling, config.faces, crop,
+                                         device=config.model.device, torch_threads=config.model.torch_threads)
     )
     faces = extracted | "FaceRows" >> beam.ParDo(FaceRowsFn(), by_uri)
     faces | "WriteFaces" >> WriteParquetTable(f"{out}/faces", f"{out}/_staging-faces-{run_id}", FACE_SCHEMA)

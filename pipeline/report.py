@@ -165,7 +165,7 @@ def _face_tools(config: ScanConfig, checkpoint: Optional[str]):
     from models.checkpoint import load_checkpoint
     from models.crops import ALIGNED, CropSpec
     from models.faces import FaceDetector
-    from transforms.extract import FaceExtractor
+    from transforms.face_extractor import FaceExtractor
 
     model = None
     if checkpoint:

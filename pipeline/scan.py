@@ -180,10 +180,36 @@ def _check_output(where: str) -> None:
         raise OutputError(f"cannot write to output '{where}': {type(e).__name__}: {e}") from None
 
 
-def build_scan_pipeline(pipeline: beam.Pipeline, plan: ScanPlan) -> beam.PCollection:
-    """Wire the scan job into ``pipeline``; returns the verdict rows."""
+def build_scan_pipeline(pipeline: beam.Pipeline, plan: ScanPlan,
+                        handler: Optional[FrameModelHandler] = None) -> beam.PCollection:
+    """Wire the scan job into ``pipeline``; returns the verdict rows.
+
+    ``handler`` scores the face crops; by default the plan's checkpoint through
+    ``FrameModelHandler`` (tests pass one that fails, to see the job survive it).
+    """
     config = with_worker_threads(plan.config, pipeline.options)
-    handler = FrameModelHandler(
+    if handler is None:
+        handler = frame_model_handler(plan, config)
+    previous = None
+    if plan.previous:
+        previous = pipeline | "PreviousVerdicts" >> beam.Create(sorted(plan.previous.items()))
+    rows = (
+        pipeline
+        | "ListedInputs" >> beam.Create(list(plan.inputs))
+        | "ExtractFaces" >> ExtractFaces(config.decode, config.sampling, config.faces, plan.crop,
+                                         device=config.model.device, torch_threads=config.model.torch_threads,
+                                         previous=previous)
+        | "ScoreFaces" >> ScoreFaces(handler)
+        | "AggregateVerdicts" >> AggregateVerdicts(plan.checkpoint, config.aggregate.strategy, plan.run,
+                                                           aggregator=plan.aggregator)
+    )
+    rows | "WriteVerdicts" >> WriteVerdicts(plan.verdicts_dir, plan.staging_dir)
+    return rows
+
+
+def frame_model_handler(plan: ScanPlan, config: ScanConfig) -> FrameModelHandler:
+    """The RunInference handler for the plan's checkpoint, as ``config.model`` says."""
+    return FrameModelHandler(
         plan.checkpoint,
         device=config.model.device,
         batch_size=config.model.batch_size,
@@ -193,19 +219,6 @@ def build_scan_pipeline(pipeline: beam.Pipeline, plan: ScanPlan) -> beam.PCollec
         # model.precision=auto defers to a card that names the precision its weights score in.
         precision=plan.precision if config.model.precision == "auto" and plan.precision else config.model.precision,
     )
-    previous = None
-    if plan.previous:
-        previous = pipeline | "PreviousVerdicts" >> beam.Create(sorted(plan.previous.items()))
-    rows = (
-        pipeline
-        | "ListedInputs" >> beam.Create(list(plan.inputs))
-        | "ExtractFaces" >> ExtractFaces(config, plan.crop, previous)
-        | "ScoreFaces" >> ScoreFaces(handler)
-        | "AggregateVerdicts" >> AggregateVerdicts(plan.checkpoint, config.aggregate.strategy, plan.run,
-                                                           aggregator=plan.aggregator)
-    )
-    rows | "WriteVerdicts" >> WriteVerdicts(plan.verdicts_dir, plan.staging_dir)
-    return rows
 
 
 def run_scan(plan: ScanPlan, options=None, test_pipeline: Optional[beam.Pipeline] = None):

@@ -7,7 +7,7 @@ from typing import Optional
 
 from models.augment import AugmentConfig
 from models.crops import POLICIES, CropSpec
-from pipeline.config import ConfigError, _choice, _fraction, _non_negative, _positive
+from transforms.settings import ConfigError, check_choice, check_fraction, check_non_negative, check_positive
 
 _AUGMENT = AugmentConfig()  # the augmentation defaults, defined once in models/augment.py
 
@@ -24,9 +24,9 @@ class TrainDataConfig:
     def validate(self) -> None:
         if not self.faces:
             raise ConfigError("data.faces must name the folder written by 'deepfake-scan extract'")
-        _positive("data.frames_per_track", self.frames_per_track)
-        _positive("data.val_frames_per_track", self.val_frames_per_track)
-        _positive("data.max_tracks_per_video", self.max_tracks_per_video)
+        check_positive("data.frames_per_track", self.frames_per_track)
+        check_positive("data.val_frames_per_track", self.val_frames_per_track)
+        check_positive("data.max_tracks_per_video", self.max_tracks_per_video)
 
 
 @dataclass
@@ -51,20 +51,20 @@ class TrainModelConfig:
     def validate(self) -> None:
         from models.registry import list_models
 
-        _choice("model.arch", self.arch, list_models("frame"))
-        _positive("model.input_size", self.input_size)
+        check_choice("model.arch", self.arch, list_models("frame"))
+        check_positive("model.input_size", self.input_size)
         if not 0 <= self.dropout < 1:
             raise ConfigError(f"config key 'model.dropout' must be in [0, 1), got {self.dropout}")
         if self.pretrained is not None:
             from models.pretrained import list_pretrained
 
-            _choice("model.pretrained", self.pretrained, PRETRAINED)
+            check_choice("model.pretrained", self.pretrained, PRETRAINED)
             if self.init:
                 raise ConfigError("model.pretrained and model.init both choose the starting weights; set one")
             if self.arch not in list_pretrained():
                 raise ConfigError(f"model.pretrained={self.pretrained} needs an architecture with ImageNet "
                                   f"weights ({', '.join(list_pretrained())}); model.arch is {self.arch}")
-        _choice("model.crop_policy", self.crop_policy, POLICIES)
+        check_choice("model.crop_policy", self.crop_policy, POLICIES)
         try:
             self.crop  # CropSpec is the one definition of a valid crop
         except ValueError as e:
@@ -128,17 +128,17 @@ class FrameStageConfig:
     workers: int = 1
 
     def validate(self) -> None:
-        _positive("frame.epochs", self.epochs)
-        _positive("frame.batch_size", self.batch_size)
-        _positive("frame.lr", self.lr)
-        _non_negative("frame.weight_decay", self.weight_decay)
-        _positive("frame.patience", self.patience)
-        _fraction("frame.label_smoothing", self.label_smoothing)
-        _non_negative("frame.contrastive_weight", self.contrastive_weight)
-        _positive("frame.contrastive_margin", self.contrastive_margin)
+        check_positive("frame.epochs", self.epochs)
+        check_positive("frame.batch_size", self.batch_size)
+        check_positive("frame.lr", self.lr)
+        check_non_negative("frame.weight_decay", self.weight_decay)
+        check_positive("frame.patience", self.patience)
+        check_fraction("frame.label_smoothing", self.label_smoothing)
+        check_non_negative("frame.contrastive_weight", self.contrastive_weight)
+        check_positive("frame.contrastive_margin", self.contrastive_margin)
         if not 0 <= self.ema_decay < 1:
             raise ConfigError(f"config key 'frame.ema_decay' must be in [0, 1), got {self.ema_decay}")
-        _non_negative("frame.workers", self.workers)
+        check_non_negative("frame.workers", self.workers)
 
 
 @dataclass
@@ -154,11 +154,11 @@ class SequenceStageConfig:
     select_on_validation: bool = True
 
     def validate(self) -> None:
-        _positive("sequence.hidden_dim", self.hidden_dim)
-        _positive("sequence.epochs", self.epochs)
-        _positive("sequence.batch_size", self.batch_size)
-        _positive("sequence.lr", self.lr)
-        _positive("sequence.patience", self.patience)
+        check_positive("sequence.hidden_dim", self.hidden_dim)
+        check_positive("sequence.epochs", self.epochs)
+        check_positive("sequence.batch_size", self.batch_size)
+        check_positive("sequence.lr", self.lr)
+        check_positive("sequence.patience", self.patience)
 
 
 @dataclass
@@ -189,6 +189,6 @@ class TrainConfig:
     calibration: CalibrationConfig = field(default_factory=CalibrationConfig)
 
     def validate(self) -> None:
-        _choice("device", self.device, ("auto", "cpu", "cuda"))
+        check_choice("device", self.device, ("auto", "cpu", "cuda"))
         for section in (self.data, self.model, self.augment, self.frame, self.sequence, self.calibration):
             section.validate()

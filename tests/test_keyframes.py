@@ -11,7 +11,7 @@ from models.tracking import box_iou
 from pipeline.config import ScanConfig
 from tests.conftest import astronaut_scene, write_h264
 from transforms.elements import MediaInput
-from transforms.extract import FaceExtractor
+from transforms.face_extractor import FaceExtractor
 
 
 def faces(*boxes, score=0.99):

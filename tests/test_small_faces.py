@@ -14,7 +14,7 @@ from pipeline.config import ScanConfig, load_config
 from pipeline.scan import build_scan_pipeline, prepare_scan
 from tests.conftest import astronaut_scene, write_h264
 from transforms.elements import MediaInput
-from transforms.extract import FaceExtractor
+from transforms.face_extractor import FaceExtractor
 from transforms.verdicts import RunInfo, verdict_row
 
 # At 220 px the astronaut photo's face gives MTCNN a box of about 37 x 46 px.
