@@ -19,7 +19,7 @@ import time
 from dataclasses import dataclass, field
 from typing import Sequence
 
-from transforms.parquet_sink import read_table
+from transforms.tables import read_table
 
 logger = logging.getLogger(__name__)
 

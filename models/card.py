@@ -18,6 +18,7 @@ from typing import Any
 
 from models.aggregation import BILSTM, MEAN, SBI
 from models.crops import CropSpec
+from models.labels import CLASSES, FAKE
 
 logger = logging.getLogger(__name__)
 
@@ -91,8 +92,8 @@ class ModelCard:
     pixel_range: tuple[float, float] = (0.0, 1.0)
     mean: tuple[float, float, float] = IMAGENET_MEAN
     std: tuple[float, float, float] = IMAGENET_STD
-    class_names: tuple[str, ...] = ("real", "fake")
-    fake_class: str = "fake"
+    class_names: tuple[str, ...] = CLASSES
+    fake_class: str = FAKE
     manipulation_classes: tuple[str, ...] = ()
     threshold: float = 0.5
     image_threshold: float | None = None

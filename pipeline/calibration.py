@@ -21,18 +21,15 @@ from models.aggregation import BILSTM, TrackFaces, aggregate
 from models.card import ModelCard
 from models.checkpoint import LoadedCheckpoint
 from models.inference import FramePredictor, SequencePredictor
+from models.labels import CLASSES, class_index  # noqa: F401  (CLASSES: until pipeline/train.py imports it from models.labels)
 from models.metrics import OperatingPoint, fit_temperature, operating_point
 from models.preprocess import decode_crop
 
 logger = logging.getLogger(__name__)
 
-# The frame model's classes, in logit order, and the training tables' label of each.
-CLASSES = ("real", "fake")
-
-
 def target(meta: dict) -> int:
     """The class index of a training-table row's (or video's) ``label``."""
-    return CLASSES.index(meta["label"])
+    return class_index(meta["label"])
 
 # How a validation video's tracks combine: the scan's default (config aggregate.strategy).
 CALIBRATION_STRATEGY = "max"
@@ -147,5 +144,5 @@ def validation_video_scores(
         ]
         sequence_scores = sequence([embeddings[i] for i in members]) if sequence is not None else None
         scores.append(aggregate(card.aggregator, tracks, strategy, sequence_scores).score)
-        labels.append(int(items[members[0]][0]["label"] == "fake"))
+        labels.append(target(items[members[0]][0]))
     return np.array(scores, np.float64), np.array(labels, np.int64)

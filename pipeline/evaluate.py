@@ -36,7 +36,7 @@ from pipeline.datasets import (
 )
 from pipeline.inputs import InputError, media_type_of
 from pipeline.scan import plan_scan, run_scan
-from transforms.parquet_sink import read_table
+from transforms.tables import read_table
 from transforms.elements import MediaInput
 
 logger = logging.getLogger(__name__)

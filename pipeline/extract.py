@@ -14,7 +14,6 @@ into the checkpoint's card, and scans cut crops from the card. Output, under FAC
 from __future__ import annotations
 
 import dataclasses
-import json
 import logging
 import uuid
 from typing import Sequence
@@ -22,8 +21,9 @@ from typing import Sequence
 import apache_beam as beam
 import fsspec
 
-from models.crops import ALIGNED, CropSpec
-from pipeline.config import ConfigError, ScanConfig, dump_config, load_config
+from models.crops import CropSpec
+from pipeline.config import ScanConfig, dump_config
+from pipeline.crop_record import read_crop_spec, write_crop_spec  # noqa: F401  (read_crop_spec: until importers move)
 from pipeline.datasets import LabelledVideo
 from pipeline.inputs import media_type_of
 from pipeline.options import pipeline_options, with_worker_threads
@@ -33,9 +33,6 @@ from transforms.face_table import FACE_SCHEMA, VIDEO_SCHEMA, FaceRowsFn, video_r
 from transforms.parquet_sink import WriteParquetTable
 
 logger = logging.getLogger(__name__)
-
-
-CROP_FILE = "crop.json"
 
 
 def build_extract_pipeline(
@@ -88,49 +85,3 @@ def run_extract(
     result = pipeline.run()
     result.wait_until_finish()
     return result
-
-
-def write_crop_spec(faces_dir: str, crop: CropSpec) -> None:
-    """Record how a face table's crops were cut, as ``FACES_DIR/crop.json``."""
-    record = {"policy": crop.policy, "size": crop.size, "margin": crop.margin, "box_margins": list(crop.box_margins)}
-    with fsspec.open(f"{faces_dir.rstrip('/')}/{CROP_FILE}", "w") as f:
-        json.dump(record, f, indent=2)
-
-
-def read_crop_spec(faces_dir: str) -> CropSpec:
-    """How the crops under ``faces_dir`` (written by ``deepfake-scan extract``) were cut.
-
-    A face table extracted before ``crop.json`` existed was aligned at its
-    config's ``faces.crop_size``/``faces.margin`` (224 and 0.25 by default).
-
-    Raises:
-        ConfigError: If ``crop.json`` cannot be read or describes no valid crop.
-    """
-    out = faces_dir.rstrip("/")
-    path = f"{out}/{CROP_FILE}"
-    fs, local = fsspec.core.url_to_fs(path)
-    if not fs.exists(local):
-        return _legacy_crop_spec(out)
-    try:
-        with fsspec.open(path, "r") as f:
-            record = json.load(f)
-        return CropSpec(
-            policy=record["policy"],
-            size=record["size"],
-            margin=float(record["margin"]),
-            box_margins=tuple(record["box_margins"]),
-        )
-    except (OSError, ValueError, KeyError, TypeError) as e:
-        raise ConfigError(f"{path} does not say how the crops were cut ({type(e).__name__}: {e}); "
-                          "run 'deepfake-scan extract' again") from None
-
-
-def _legacy_crop_spec(faces_dir: str) -> CropSpec:
-    path = f"{faces_dir}/config.yaml"
-    fs, local = fsspec.core.url_to_fs(path)
-    faces = load_config(ScanConfig, path).faces if fs.exists(local) else ScanConfig().faces
-    size = 224 if faces.crop_size is None else faces.crop_size
-    margin = 0.25 if faces.margin is None else faces.margin
-    logger.warning("%s has no %s (extracted by an older version): taking aligned %d px crops, margin %g",
-                   faces_dir, CROP_FILE, size, margin)
-    return CropSpec(ALIGNED, size, margin)

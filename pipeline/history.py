@@ -14,14 +14,15 @@ import logging
 
 import fsspec
 
-from transforms.parquet_sink import SUCCESS, read_table
+from transforms.elements import NO_FACE, OK, SKIPPED, UNREADABLE, UNSUPPORTED
+from transforms.tables import SUCCESS, read_table
 
 logger = logging.getLogger(__name__)
 
 # Verdicts that another run with the same checkpoint would repeat. Timeouts, limits
 # and errors are worth another try (a later run may have more time or a fixed bug);
 # so is small_face, which depends on faces.min_judge_size, a setting, not the checkpoint.
-FINAL_STATUSES = ("ok", "no_face", "unreadable", "unsupported")
+FINAL_STATUSES = (OK, NO_FACE, UNREADABLE, UNSUPPORTED)
 _COLUMNS = ["content_sha256", "checkpoint_sha256", "status", "score", "label", "scan_id", "previous_scan_id"]
 
 
@@ -51,7 +52,7 @@ def previous_verdicts(root: str, checkpoint_sha256: str) -> dict[str, dict]:
         for row in rows:
             if row["checkpoint_sha256"] != checkpoint_sha256 or not row["content_sha256"]:
                 continue
-            if row["status"] == "skipped" and row["previous_scan_id"]:
+            if row["status"] == SKIPPED and row["previous_scan_id"]:
                 judged_in = row["previous_scan_id"]  # carried forward: point at the scan that judged it
             elif row["status"] in FINAL_STATUSES:
                 judged_in = row["scan_id"]

@@ -24,7 +24,7 @@ import numpy as np
 from pipeline import report_figures as figures
 from pipeline.config import ConfigError, ScanConfig, load_config
 from pipeline.inputs import InputsConfig, read_manifest
-from transforms.parquet_sink import read_table
+from transforms.tables import read_table
 
 logger = logging.getLogger(__name__)
 
@@ -122,7 +122,7 @@ def _ground_truth(manifest: str) -> dict[str, str]:
 
 
 def _binary(label: Optional[str]) -> Optional[int]:
-    return None if label is None else int(label == "fake")
+    return is_fake(label)
 
 
 def _scan_config(scan_dir: str) -> ScanConfig:

@@ -4,9 +4,10 @@ from __future__ import annotations
 import unicodedata
 from collections import Counter
 
-from transforms.parquet_sink import read_table
+from transforms.elements import NO_FACE, OK, SKIPPED
+from transforms.tables import read_table
 
-NOT_FAILURES = ("ok", "no_face", "skipped")
+NOT_FAILURES = (OK, NO_FACE, SKIPPED)  # judged, or judged before: everything else is listed as not judged
 
 
 def printable(text: object) -> str:

@@ -56,10 +56,10 @@ from models.training import (
 )
 from pipeline.calibration import CLASSES, calibrate_temperature, calibrate_threshold, target
 from pipeline.config import ConfigError, dump_config
-from pipeline.extract import read_crop_spec
+from pipeline.crop_record import read_crop_spec
 from pipeline.sequence_stage import choose_aggregator, sequence_tracks, train_sequence
 from pipeline.train_config import TrainConfig
-from transforms.parquet_sink import read_table
+from transforms.tables import read_table
 
 logger = logging.getLogger(__name__)
 

@@ -13,7 +13,7 @@ import os
 import pytest
 
 from pipeline.cli import main
-from transforms.parquet_sink import read_table
+from transforms.tables import read_table
 
 pytestmark = pytest.mark.slow
 

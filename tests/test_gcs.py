@@ -10,7 +10,7 @@ import pytest
 
 from pipeline.cli import main
 from tests.awkward_corpus import face_frames, write_video
-from transforms.parquet_sink import read_table
+from transforms.tables import read_table
 
 FAST = ["--set", "sampling.clip_len=8", "--quiet"]
 

@@ -16,7 +16,8 @@ import pytest
 from apache_beam.runners.worker import data_plane
 
 from pipeline.options import pipeline_options
-from transforms.parquet_sink import WriteParquetTable, read_table
+from transforms.parquet_sink import WriteParquetTable
+from transforms.tables import read_table
 
 LOCAL_THREADS = ["--direct_num_workers=2", "--direct_running_mode=multi_threading"]
 

@@ -18,6 +18,8 @@ from typing import Iterator, Optional, Sequence
 import fsspec
 import numpy as np
 
+from transforms.elements import TOO_LARGE, UNREADABLE
+
 logger = logging.getLogger(__name__)
 
 _CHUNK = 1 << 20
@@ -48,9 +50,9 @@ def staged(uri: str, max_bytes: Optional[int] = None) -> Iterator[str]:
     if max_bytes is not None:
         size = fs.size(path)
         if size is not None and size > max_bytes:
-            raise MediaError("too_large", f"file of {size / 2**20:.0f} MB is over decode.max_file_mb")
+            raise MediaError(TOO_LARGE, f"file of {size / 2**20:.0f} MB is over decode.max_file_mb")
     if fs.isdir(path):
-        raise MediaError("unreadable", "a directory, not a media file")
+        raise MediaError(UNREADABLE, "a directory, not a media file")
     if is_local(uri):
         yield path
         return

@@ -6,23 +6,22 @@ Each bundle writes one shard to a staging folder; a single final step replaces
 the table folder's contents with the shards of bundles that committed, so a
 retried bundle never duplicates rows, and writes ``_SUCCESS`` last: a table
 folder without it is incomplete (being replaced, or left by a killed run), and
-``read_table`` refuses it.
+``transforms.tables.read_table`` refuses it.
 """
 from __future__ import annotations
 
 import logging
 import time
 import uuid
-from typing import Optional
 
 import apache_beam as beam
 import fsspec
 import pyarrow as pa
-import pyarrow.parquet as pq
 from apache_beam.metrics import Metrics
 from apache_beam.transforms.window import GlobalWindows
 
 from transforms.elements import METRICS_NAMESPACE
+from transforms.tables import SUCCESS, write_table
 
 logger = logging.getLogger(__name__)
 
@@ -59,31 +58,6 @@ class _WriteShardsFn(beam.DoFn):
         self._rows = []
         Metrics.distribution(METRICS_NAMESPACE, "write_ms").update(int((time.perf_counter() - start) * 1000))
         return path
-
-
-SUCCESS = "_SUCCESS"
-
-
-class IncompleteTableError(FileNotFoundError):
-    """A table folder without its ``_SUCCESS`` marker: not (or not yet) a complete table."""
-
-
-def is_complete(table_dir: str) -> bool:
-    fs, path = fsspec.core.url_to_fs(table_dir)
-    return fs.exists(f"{path.rstrip('/')}/{SUCCESS}")
-
-
-def read_table(table_dir: str, columns: Optional[list[str]] = None) -> pa.Table:
-    """Every Parquet file of a complete table folder written by ``WriteParquetTable`` (any fsspec URL)."""
-    if not is_complete(table_dir):
-        raise IncompleteTableError(f"{table_dir} holds no complete table (no {SUCCESS} marker)")
-    fs, path = fsspec.core.url_to_fs(table_dir)
-    return pq.read_table(path, filesystem=fs, columns=columns)
-
-
-def write_table(table: pa.Table, path: str) -> None:
-    with fsspec.open(path, "wb") as f:
-        pq.write_table(table, f, compression="snappy")
 
 
 def publish_shards(shards: list[str], staging_dir: str, table_dir: str, schema: pa.Schema) -> list[str]:

@@ -8,6 +8,7 @@ from typing import Any, Optional, Sequence
 import apache_beam as beam
 import pyarrow as pa
 
+from models.labels import verdict
 from transforms.elements import ExtractedMedia
 from transforms.parquet_sink import WriteParquetTable
 
@@ -113,7 +114,7 @@ def verdict_row(
             }
         )
     threshold = run.threshold_for(info.media_type)
-    label = None if score is None else ("fake" if score >= threshold else "real")
+    label = None if score is None else verdict(score, threshold)
     previous = info.previous or {}
     if previous and score is None:  # skipped: the earlier scan's verdict, under the same checkpoint
         score = previous.get("score")
