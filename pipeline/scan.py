@@ -17,8 +17,8 @@ import json
 import logging
 import os
 import uuid
-from dataclasses import dataclass, field
-from typing import Mapping, Optional, Sequence
+from dataclasses import dataclass
+from typing import Optional, Sequence
 
 import apache_beam as beam
 import fsspec
@@ -26,10 +26,11 @@ import fsspec
 from models.checkpoint import CheckpointError, read_card
 from models.crops import CropSpec
 from pipeline.config import ScanConfig, dump_config
-from pipeline.history import previous_verdicts, scan_dir
+from pipeline.history import scan_dir
 from pipeline.inputs import list_inputs
 from pipeline.options import local_workers, pipeline_options, threads_per_worker, with_worker_threads
 from transforms.aggregate import AggregateVerdicts
+from transforms.earlier_verdicts import EarlierVerdicts, SkipJudged
 from transforms.elements import MediaInput
 from transforms.extract import ExtractFaces
 from transforms.handler import FrameModelHandler
@@ -72,7 +73,7 @@ class ScanPlan:
     checkpoint: str
     run: RunInfo
     crop: CropSpec  # how faces are cut: the checkpoint card's
-    previous: Mapping[str, dict] = field(default_factory=dict)  # --skip-scanned: sha256 -> earlier verdict
+    skip_root: Optional[str] = None  # --skip-scanned: the root whose earlier scans the workers read
     aggregator: Optional[str] = None  # the card's: workers load the BiLSTM only when it is "bilstm"
     precision: Optional[str] = None  # the card's, when its weights must run in one precision
 
@@ -144,14 +145,9 @@ def plan_scan(
             "scanning with UNTRAINED weights: scores are meaningless until a trained checkpoint is "
             "given with --checkpoint (see README)"
         )
-    previous = {}
-    if output_root is not None and skip_scanned:
-        try:
-            previous = previous_verdicts(output_root, sha256)
-        except (OSError, ValueError) as e:
-            raise OutputError(f"cannot read earlier scans under '{output_root}': {type(e).__name__}: {e}") from None
-    plan = ScanPlan(tuple(inputs), output_dir, config, checkpoint, run, card.crop, previous, card.aggregator,
-                    card.precision)
+    plan = ScanPlan(tuple(inputs), output_dir, config, checkpoint, run, card.crop,
+                    skip_root=output_root if skip_scanned else None, aggregator=card.aggregator,
+                    precision=card.precision)
     try:
         dump_config(plan.config, output_dir.rstrip("/") + "/config.yaml")
     except (OSError, ValueError) as e:
@@ -190,15 +186,19 @@ def build_scan_pipeline(pipeline: beam.Pipeline, plan: ScanPlan,
     config = with_worker_threads(plan.config, pipeline.options)
     if handler is None:
         handler = frame_model_handler(plan, config)
-    previous = None
-    if plan.previous:
-        previous = pipeline | "PreviousVerdicts" >> beam.Create(sorted(plan.previous.items()))
+    listed = pipeline | "ListedInputs" >> beam.Create(list(plan.inputs))
+    skipped = None
+    if plan.skip_root:
+        earlier = pipeline | "EarlierVerdicts" >> EarlierVerdicts(plan.skip_root, plan.run.checkpoint_sha256)
+        skipped, listed = listed | "SkipJudged" >> SkipJudged(earlier, config.decode.max_file_mb)
+    extracted = listed | "ExtractFaces" >> ExtractFaces(
+        config.decode, config.sampling, config.faces, plan.crop,
+        device=config.model.device, torch_threads=config.model.torch_threads,
+    )
+    if skipped is not None:
+        extracted = (extracted, skipped) | "WithSkipped" >> beam.Flatten()
     rows = (
-        pipeline
-        | "ListedInputs" >> beam.Create(list(plan.inputs))
-        | "ExtractFaces" >> ExtractFaces(config.decode, config.sampling, config.faces, plan.crop,
-                                         device=config.model.device, torch_threads=config.model.torch_threads,
-                                         previous=previous)
+        extracted
         | "ScoreFaces" >> ScoreFaces(handler)
         | "AggregateVerdicts" >> AggregateVerdicts(plan.checkpoint, config.aggregate.strategy, plan.run,
                                                            aggregator=plan.aggregator)
@@ -301,7 +301,10 @@ def _write_run_record(plan: ScanPlan, started: dt.datetime, metrics: Optional[di
         "finished_at": dt.datetime.now(dt.timezone.utc).isoformat(),
         "inputs": len(plan.inputs),
         "output_dir": plan.output_dir,
-        "known_from_earlier_scans": len(plan.previous),
+        "skip_scanned_under": plan.skip_root,
+        "skipped_as_judged_before": {  # recognised by metadata (no byte read), or by content once hashed
+            how: (metrics or {}).get("counters", {}).get(f"skipped_by_{how}", 0) for how in ("source_version", "content")
+        },
         "checkpoint": plan.checkpoint,
         "checkpoint_sha256": plan.run.checkpoint_sha256,
         "model_name": plan.run.model_name,

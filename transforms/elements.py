@@ -34,7 +34,7 @@ class MediaInput:
 
     uri: str
     media_type: Optional[str]  # "video", "image", or None for an unsupported type
-    label: Optional[str] = None  # ground truth from a manifest, when known
+    source_version: Optional[str] = None  # metadata pre-key of the bytes, when the listing knows it
 
 
 @dataclass(frozen=True)
@@ -45,6 +45,7 @@ class MediaInfo:
     media_type: Optional[str]
     file_size: Optional[int] = None
     content_sha256: Optional[str] = None
+    source_version: Optional[str] = None  # metadata pre-key of the bytes (media.source_version)
     duration_s: Optional[float] = None
     fps: Optional[float] = None
     width: Optional[int] = None
@@ -53,7 +54,7 @@ class MediaInfo:
     num_frames: Optional[int] = None
     decoder: Optional[str] = None  # which decoder produced the frames
     warnings: tuple[str, ...] = ()  # what went wrong without stopping the verdict
-    previous: Optional[dict] = None  # SKIPPED: the earlier verdict (scan_id, score, label, status)
+    previous: Optional[dict] = None  # SKIPPED: the earlier verdict (transforms.earlier_verdicts)
 
 
 @dataclass(frozen=True)

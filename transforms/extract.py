@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import logging
 import time
-from typing import Iterable, Mapping, Optional
+from typing import Iterable, Optional
 
 import apache_beam as beam
 from apache_beam.metrics import Metrics
@@ -28,7 +28,6 @@ class ExtractFacesFn(beam.DoFn):
 
     ``crop`` says how crops are cut (the checkpoint's card, read on the driver).
     ``device`` and ``torch_threads`` are the worker's (``model.device``, ``model.torch_threads``).
-    ``previous`` (a side input) maps content fingerprints judged in earlier scans to their verdicts.
     """
 
     def __init__(self, decode: DecodeConfig, sampling: SamplingConfig, faces: FacesConfig, crop: CropSpec,
@@ -54,10 +53,10 @@ class ExtractFacesFn(beam.DoFn):
         )
         self._extractor = FaceExtractor(self._sampling, faces, detector, self._crop, self._decode)
 
-    def process(self, item: MediaInput, previous: Optional[Mapping[str, dict]] = None) -> Iterable[ExtractedMedia]:
+    def process(self, item: MediaInput) -> Iterable[ExtractedMedia]:
         start = time.perf_counter()
         set_torch_threads(self._torch_threads)  # this worker thread's share (see setup)
-        result = self._extractor.extract(item, previous)
+        result = self._extractor.extract(item)
         # Stage timers (milliseconds) for the benchmark and the Dataflow console.
         for stage, seconds in self._extractor.take_stage_seconds().items():
             Metrics.distribution(METRICS_NAMESPACE, f"{stage}_ms").update(int(seconds * 1000))
@@ -81,19 +80,14 @@ class ExtractFaces(beam.PTransform):
     ``crop``: how face crops are cut (``ModelCard.crop`` of the checkpoint that
     will score them, or the training config's spec when extracting).
     ``device``, ``torch_threads``: where MTCNN runs and with how many intra-op threads.
-    ``previous``: an optional ``PCollection`` of ``(content_sha256, earlier verdict)``
-    pairs; inputs whose bytes appear there are not decoded again (status ``skipped``).
     """
 
     def __init__(self, decode: DecodeConfig, sampling: SamplingConfig, faces: FacesConfig, crop: CropSpec, *,
-                 device: str = "auto", torch_threads: int = 0, previous: Optional[beam.PCollection] = None):
+                 device: str = "auto", torch_threads: int = 0):
         super().__init__()
         if not isinstance(crop, CropSpec):
             raise TypeError(f"crop must be a CropSpec, got {type(crop).__name__}")
         self._fn = ExtractFacesFn(decode, sampling, faces, crop, device=device, torch_threads=torch_threads)
-        self._previous = previous
 
     def expand(self, inputs):
-        if self._previous is None:
-            return inputs | "DecodeDetectAlign" >> beam.ParDo(self._fn)
-        return inputs | "DecodeDetectAlign" >> beam.ParDo(self._fn, previous=beam.pvalue.AsDict(self._previous))
+        return inputs | "DecodeDetectAlign" >> beam.ParDo(self._fn)

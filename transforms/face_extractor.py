@@ -12,7 +12,7 @@ import dataclasses
 import logging
 import os
 import time
-from typing import Mapping, Optional
+from typing import Optional
 
 import numpy as np
 
@@ -28,7 +28,6 @@ from transforms.elements import (
     ERROR,
     NO_FACE,
     OK,
-    SKIPPED,
     SMALL_FACE,
     TIMEOUT,
     TOO_LARGE,
@@ -75,26 +74,24 @@ class FaceExtractor:
         )
         self.stage_seconds: dict[str, float] = {}
 
-    def extract(self, item: MediaInput, previous: Optional[Mapping[str, dict]] = None) -> ExtractedMedia:
+    def extract(self, item: MediaInput) -> ExtractedMedia:
         """Never raises for a bad input: failures become a status and an error text.
 
-        ``previous`` maps content fingerprints already judged (``--skip-scanned``)
-        to their earlier verdicts; such inputs are not decoded again.
+        The input's source version (``media.source_version``, a metadata pre-key
+        of its bytes) is recorded in the verdict so a later ``--skip-scanned``
+        scan can recognise the file unchanged without reading it. It is taken
+        before the bytes are read, so bytes that change meanwhile are hashed again.
         """
         info = MediaInfo(uri=item.uri, media_type=item.media_type)
         try:
+            version = item.source_version or media.source_version(item.uri)
+            info = dataclasses.replace(info, source_version=version)
             with media.staged(item.uri, max_bytes=int(self.decode.max_file_mb * 2**20)) as path:
                 size, sha = media.fingerprint(path)
                 info = dataclasses.replace(info, file_size=size, content_sha256=sha)
                 if item.media_type is None:
                     ext = os.path.splitext(item.uri)[1] or "(none)"
                     return ExtractedMedia(info, UNSUPPORTED, f"unsupported file type '{ext}'")
-                if previous and sha in previous:
-                    before = previous[sha]
-                    info = dataclasses.replace(info, previous=dict(before))
-                    return ExtractedMedia(
-                        info, SKIPPED, f"already judged by this checkpoint in scan {before.get('scan_id')}"
-                    )
                 if size == 0:
                     return ExtractedMedia(info, UNREADABLE, "empty file (0 bytes)")
                 decoders = ["pillow"] if item.media_type == "image" else self.decode.decoders

@@ -67,6 +67,31 @@ def staged(uri: str, max_bytes: Optional[int] = None) -> Iterator[str]:
             os.remove(tmp)
 
 
+# Metadata that changes whenever an object's bytes do, in order of trust: an object
+# store's generation or version id, its content hash or ETag, then size and mtime.
+_VERSION_KEYS = ("generation", "VersionId", "crc32c", "md5Hash", "ETag", "etag")
+
+
+def source_version(uri: str) -> Optional[str]:
+    """A cheap pre-key of ``uri``'s bytes from its metadata alone (one stat or HEAD, no bytes read).
+
+    Two equal versions of one URI mean the bytes did not change: GCS's
+    generation, S3's version id or ETag, else size and modification time.
+    ``None`` when the file system says nothing usable; then only hashing the
+    content can tell.
+    """
+    fs, path = fsspec.core.url_to_fs(uri)
+    info = fs.info(path)
+    size = info.get("size")
+    for key in _VERSION_KEYS:
+        if info.get(key):
+            return f"size={size};{key}={info[key]}"
+    for key in ("mtime", "LastModified", "updated", "created"):
+        if info.get(key):
+            return f"size={size};{key}={info[key]}"
+    return None
+
+
 def fingerprint(path: str) -> tuple[int, str]:
     """Size in bytes and sha256 of a local file, streamed."""
     digest = hashlib.sha256()

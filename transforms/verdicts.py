@@ -32,6 +32,7 @@ VERDICT_SCHEMA = pa.schema(
         ("uri", pa.string()),
         ("file_size", pa.int64()),
         ("content_sha256", pa.string()),
+        ("source_version", pa.string()),  # metadata pre-key: unchanged when the bytes are (see README)
         ("media_type", pa.string()),
         ("duration_s", pa.float64()),
         ("fps", pa.float64()),
@@ -123,6 +124,7 @@ def verdict_row(
         "uri": info.uri,
         "file_size": info.file_size,
         "content_sha256": info.content_sha256,
+        "source_version": info.source_version,
         "media_type": info.media_type,
         "duration_s": info.duration_s,
         "fps": info.fps,
