@@ -35,7 +35,7 @@ setup(
     version="0.1.0",
     description="Batch deepfake scanning of video archives on Apache Beam",
     python_requires=">=3.10",
-    packages=["pipeline", "transforms", "models"],
+    packages=["pipeline", "pipeline.synthetic", "transforms", "models", "models.families"],
     package_data={"models": ["weights/*.pt"]},
     install_requires=INSTALL_REQUIRES,
     extras_require={

@@ -14,7 +14,8 @@ import os
 from dataclasses import asdict, dataclass, replace
 
 from models.manipulate import FACE_SWAP, SELF_BLEND
-from pipeline.samples import FaceSource, SampleSpec, make_sample
+from pipeline.synthetic.filming import SampleSpec, make_sample
+from pipeline.synthetic.portraits import FaceSource
 
 logger = logging.getLogger(__name__)
 

@@ -6,18 +6,18 @@ FaceForensics++, Celeb-DF v2 or DFDC, and returns one ``LabelledVideo`` per
 video. A fake shares its ``group`` with the real video (or identity) it was
 made from, so splitting by group keeps a video's twins out of the other splits.
 Official splits are used when the folder has them; otherwise a group's split
-comes from a hash of the group and the seed. ``extract`` and ``evaluate`` both
-default to ``DEFAULT_SPLIT_SEED`` and the default fractions, so a video hashed
-into ``test`` by one is in ``test`` for the other. Folders are listed once per
-pattern and no video is opened, so 100k-file datasets on a bucket list fast.
+comes from :func:`pipeline.splits.assign_splits` (a hash of the group and the
+seed). ``extract`` and ``evaluate`` both default to ``DEFAULT_SPLIT_SEED`` and
+the default fractions, so a video hashed into ``test`` by one is in ``test``
+for the other. Manifests are read by :mod:`pipeline.manifests`, the scan's
+reader too. Folders are listed once per pattern and no video is opened, so
+100k-file datasets on a bucket list fast.
 """
 from __future__ import annotations
 
-import hashlib
 import json
 import logging
 import math
-import os
 import posixpath
 import re
 from collections import Counter, defaultdict
@@ -26,23 +26,29 @@ from typing import Optional
 
 import fsspec
 
+from models.labels import FAKE, REAL
 from pipeline.config import InputsConfig
-from pipeline.inputs import MANIFEST_EXTENSIONS, InputError, media_type_of, read_table_rows
+from pipeline.inputs import media_type_of
+from pipeline.manifests import InputError, canonical_uri, is_manifest, read_manifest
+from pipeline.splits import (
+    DEFAULT_SPLIT_SEED,
+    DEFAULT_TEST_FRACTION,
+    DEFAULT_VAL_FRACTION,
+    SPLITS,
+    TEST,
+    TRAIN,
+    VAL,
+    assign_splits,
+    check_fractions,
+    split_name,
+)
 
 logger = logging.getLogger(__name__)
 
-REAL, FAKE = "real", "fake"
-TRAIN, VAL, TEST = "train", "val", "test"
-SPLITS = (TRAIN, VAL, TEST)
-# Where the data names no split: the seed and shares of the group hash, for every command.
-DEFAULT_SPLIT_SEED = 0
-DEFAULT_VAL_FRACTION = 0.15
-DEFAULT_TEST_FRACTION = 0.15
 LAYOUTS = ("a manifest .csv/.jsonl/.parquet with uri,label columns",
            "FaceForensics++ (original_sequences/, manipulated_sequences/)",
            "Celeb-DF v2 (Celeb-real/, YouTube-real/, Celeb-synthesis/)",
            "DFDC (metadata.json, or dfdc_train_part_*/metadata.json)")
-_SPLIT_NAMES = {"train": TRAIN, "val": VAL, "valid": VAL, "validation": VAL, "test": TEST}
 _MEDIA = InputsConfig()
 _FF_REAL = re.compile(r"original_sequences/youtube/(raw|c\d+)/videos/(\d+)\.\w+")
 _FF_FAKE = re.compile(r"manipulated_sequences/([^/]+)/(raw|c\d+)/videos/(\d+)_(\d+)\.\w+")
@@ -108,17 +114,18 @@ def load_dataset(data: str, *, val_fraction: float = DEFAULT_VAL_FRACTION,
     Raises:
         InputError: ``data`` cannot be read, has a bad row, or is no known layout.
     """
-    if not (val_fraction >= 0 and test_fraction >= 0 and val_fraction + test_fraction < 1):
-        raise InputError(f"need val_fraction, test_fraction >= 0 and val + test < 1, "
-                         f"got {val_fraction} and {test_fraction}")
+    try:
+        check_fractions(val_fraction, test_fraction)
+    except ValueError as e:
+        raise InputError(str(e)) from None
     try:
         fs, path = fsspec.core.url_to_fs(data)
     except (ValueError, ImportError) as e:
         raise InputError(f"cannot open '{data}': {e}") from None
     path = path.rstrip("/") or "/"
     try:
-        if path.lower().endswith(MANIFEST_EXTENSIONS) and not fs.isdir(path):
-            layout, drafts, official_test = "manifest", _read_manifest(data, fs, path), False
+        if is_manifest(path) and not fs.isdir(path):
+            layout, drafts, official_test = "manifest", _read_manifest(data), False
         elif fs.isdir(path):
             layout, drafts, official_test = _read_folder(fs, path, data, compression)
         else:
@@ -130,7 +137,7 @@ def load_dataset(data: str, *, val_fraction: float = DEFAULT_VAL_FRACTION,
         logger.warning("compression=%r applies to FaceForensics++ only; ignored for %s", compression, layout)
     if not drafts:
         raise InputError(f"no labelled videos found in {data} ({layout})")
-    videos = _assign_splits(drafts, val_fraction=val_fraction, test_fraction=test_fraction,
+    videos = _settle_splits(drafts, val_fraction=val_fraction, test_fraction=test_fraction,
                             seed=seed, official_test=official_test)
     counts = Counter(v.split for v in videos)
     logger.info("%s: %d videos from %s (train %d, val %d, test %d)", layout, len(videos), data,
@@ -186,12 +193,13 @@ def _read_ffpp(fs, root: str, names: set[str], compression: Optional[str]) -> li
             levels.add(level)
             if compression and level != compression:
                 continue
+            uri = canonical_uri(fs, path)
             if real:
-                drafts.append(_Draft(_uri(fs, path), REAL, "", real[2], _stem(rel), official.get(real[2])))
+                drafts.append(_Draft(uri, REAL, "", real[2], _stem(rel), official.get(real[2])))
             else:
                 method, target, source = fake[1], fake[3], fake[4]
                 split = official.get(target) or official.get(source)
-                drafts.append(_Draft(_uri(fs, path), FAKE, method, target, _stem(rel), split, source))
+                drafts.append(_Draft(uri, FAKE, method, target, _stem(rel), split, source))
     if skipped:
         logger.warning("FaceForensics++: skipped %d videos not named like original_sequences/youtube/"
                        "<c>/videos/NNN or manipulated_sequences/<method>/<c>/videos/NNN_NNN", skipped)
@@ -224,7 +232,7 @@ def _read_celeb_df(fs, root: str, names: set[str]) -> tuple[list[_Draft], bool]:
             if not _is_video(path):
                 continue
             rel = path[len(root):].lstrip("/")
-            name, uri = _stem(posixpath.basename(rel)), _uri(fs, path)
+            name, uri = _stem(posixpath.basename(rel)), canonical_uri(fs, path)
             real, fake = _CELEB_REAL.fullmatch(name), _CELEB_FAKE.fullmatch(name)
             if folder == "YouTube-real":
                 drafts[rel] = _Draft(uri, REAL, "", f"yt_{name}", _stem(rel))
@@ -271,49 +279,37 @@ def _read_dfdc(fs, root: str, metadata_files: list[str]) -> list[_Draft]:
                 raise InputError(f"DFDC metadata {meta}: {name} has no label REAL or FAKE: {entry!r}")
             original = entry.get("original") if label == FAKE else None
             path = present[name]
-            drafts.append(_Draft(_uri(fs, path), label, "dfdc" if label == FAKE else "",
+            drafts.append(_Draft(canonical_uri(fs, path), label, "dfdc" if label == FAKE else "",
                                  _stem(str(original or name)), _stem(path[len(root):].lstrip("/"))))
             given.append(str(entry.get("split") or "").lower())
     if missing or unlisted:
         logger.warning("DFDC: skipped %d entries with no file, %d files with no entry", missing, unlisted)
     if len(set(given)) > 1:  # the training parts say "train" for all: then split by original instead
         for draft, split in zip(drafts, given):
-            draft.split = _SPLIT_NAMES.get(split)
+            draft.split = split_name(split)
     logger.info("DFDC: split %s", "as the metadata says" if len(set(given)) > 1 else "by original video")
     return drafts
 
 
-def _read_manifest(spec: str, fs, path: str) -> list[_Draft]:
-    rows = read_table_rows(spec)
-    if not rows:
-        raise InputError(f"manifest {spec} lists no videos")
-    columns = set().union(*rows)
-    for column in ("uri", "label"):
-        if column not in columns:
-            raise InputError(f"manifest {spec} has no '{column}' column (has {', '.join(sorted(columns))})")
-    base, drafts, seen = posixpath.dirname(path), [], {}
-    for number, row in enumerate(rows, 1):
-        row = {key: "" if value is None else str(value).strip() for key, value in row.items()}
-        raw, split_name = row.get("uri", ""), row.get("split", "").lower()
-        label = row.get("label", "").lower()
-        if not raw:
-            raise InputError(f"manifest {spec}: row {number} has an empty uri")
-        if label not in (REAL, FAKE):
-            raise InputError(f"manifest {spec}: row {number} ({raw}) has label {row.get('label', '')!r}, "
+def _read_manifest(spec: str) -> list[_Draft]:
+    """A draft per manifest row: every row needs a label; group and split are optional."""
+    drafts, seen = [], {}
+    for row in read_manifest(spec):
+        written, split = row.written_uri, row.cell("split")
+        if row.number == 1 and "label" not in row.cells:
+            raise InputError(f"manifest {spec} has no 'label' column (has {', '.join(sorted(row.cells))})")
+        label = row.label
+        if label is None:
+            raise InputError(f"manifest {spec}: row {row.number} ({written}) has label '', "
                              "expected 'real' or 'fake'")
-        if split_name and split_name not in _SPLIT_NAMES:
-            raise InputError(f"manifest {spec}: row {number} ({raw}) has split {split_name!r}, "
+        if split and split_name(split) is None:
+            raise InputError(f"manifest {spec}: row {row.number} ({written}) has split {split.lower()!r}, "
                              "expected train, val or test")
-        if "://" in raw or os.path.isabs(raw):
-            uri = video_id = raw
-        else:
-            video_id = posixpath.normpath(raw)
-            uri = _uri(fs, posixpath.normpath(posixpath.join(base, raw)))
-        if seen.setdefault(uri, number) != number:
-            raise InputError(f"manifest {spec}: row {number} repeats {raw} (row {seen[uri]})")
-        manipulation = (row.get("manipulation") or "unknown") if label == FAKE else ""
-        drafts.append(_Draft(uri, label, manipulation, row.get("group", ""), video_id,
-                             _SPLIT_NAMES.get(split_name)))
+        if seen.setdefault(row.uri, row.number) != row.number:
+            raise InputError(f"manifest {spec}: row {row.number} repeats {written} (row {seen[row.uri]})")
+        video_id = written if "://" in written or posixpath.isabs(written) else posixpath.normpath(written)
+        manipulation = (row.cell("manipulation") or "unknown") if label == FAKE else ""
+        drafts.append(_Draft(row.uri, label, manipulation, row.cell("group"), video_id, split_name(split)))
     stems = Counter(_stem(d.video_id) for d in drafts)
     for draft in drafts:  # the extension stays only where it tells two videos apart (a.mp4, a.mov)
         if stems[_stem(draft.video_id)] == 1:
@@ -322,9 +318,10 @@ def _read_manifest(spec: str, fs, path: str) -> list[_Draft]:
     return drafts
 
 
-def _assign_splits(drafts: list[_Draft], *, val_fraction: float, test_fraction: float, seed: int,
+def _settle_splits(drafts: list[_Draft], *, val_fraction: float, test_fraction: float, seed: int,
                    official_test: bool) -> list[LabelledVideo]:
-    """Settle every draft's split: given, else its linked component's, else hashed.
+    """Settle every draft's split: given, else its linked component's, else dealt by
+    :func:`pipeline.splits.assign_splits` to the component.
 
     A fake's source group is linked to its own group (union-find), so both land in
     one split; a link is refused where it would make a component larger than
@@ -332,12 +329,9 @@ def _assign_splits(drafts: list[_Draft], *, val_fraction: float, test_fraction: 
     With ``official_test``, the test split is exactly the drafts marked test and
     the rest is hashed into train/val in the ratio ``1 - val - test : val``.
     """
-    if official_test:
-        val_share = val_fraction / (1 - test_fraction)
-        bounds, shares = [(val_share, VAL)], (val_share, 1 - val_share)
-    else:
-        bounds = [(test_fraction, TEST), (test_fraction + val_fraction, VAL)]
-        shares = (test_fraction, val_fraction, 1 - test_fraction - val_fraction)
+    if official_test:  # only train and val are dealt, in the ratio of their shares
+        val_fraction, test_fraction = val_fraction / (1 - test_fraction), 0.0
+    shares = (test_fraction, val_fraction, 1 - test_fraction - val_fraction)
     size = Counter(d.group for d in drafts if d.split is None)
     positive = [s for s in shares if s > 0]
     cap = max(1.0, min(positive) * _MAX_LINKED_SHARE * sum(size.values())) if len(positive) > 1 else math.inf
@@ -359,12 +353,14 @@ def _assign_splits(drafts: list[_Draft], *, val_fraction: float, test_fraction: 
     fixed: dict[str, set[str]] = defaultdict(set)
     for draft in (d for d in drafts if d.split):
         fixed[find(draft.group)].add(draft.split)
+    dealt = assign_splits(sorted({find(d.group) for d in drafts if d.split is None}), seed=seed,
+                          val_fraction=val_fraction, test_fraction=test_fraction)
     videos = []
     for d in drafts:
         split, root = d.split, find(d.group)
         if split is None:
             known = fixed.get(root, ())
-            split = next(iter(known)) if len(known) == 1 and not official_test else _hashed(seed, root, bounds)
+            split = next(iter(known)) if len(known) == 1 and not official_test else dealt[root]
         videos.append(LabelledVideo(d.uri, d.label, d.manipulation, d.group, split, d.video_id,
                                     split_given=d.split is not None))
     if refused:
@@ -380,11 +376,6 @@ def _assign_splits(drafts: list[_Draft], *, val_fraction: float, test_fraction: 
     if leaks:
         logger.warning("%d fakes are in another split than their source face's videos", leaks)
     return sorted(videos, key=lambda v: v.video_id)
-
-
-def _hashed(seed: int, key: str, bounds: list[tuple[float, str]]) -> str:
-    u = int.from_bytes(hashlib.sha256(f"{seed}:{key}".encode()).digest()[:8], "big") / 2**64
-    return next((split for bound, split in bounds if u < bound), TRAIN)
 
 
 def _read_json(fs, spec: str, kind: type):
@@ -403,8 +394,3 @@ def _is_video(path: str) -> bool:
 
 def _stem(path: str) -> str:
     return posixpath.splitext(path)[0]
-
-
-def _uri(fs, path: str) -> str:
-    uri = fs.unstrip_protocol(path)
-    return uri[len("file://"):] if uri.startswith("file://") else uri

@@ -7,7 +7,7 @@ frame-model score with its video's label.
 
 Which videos are scored: data without splits is scored whole, unless a split is
 asked for; then the splits are hashed with the seed and fractions ``extract``
-uses (``pipeline.datasets.DEFAULT_SPLIT_SEED``), so ``--split test`` is the set
+uses (``pipeline.splits.DEFAULT_SPLIT_SEED``), so ``--split test`` is the set
 the training never saw. Data with splits is scored on ``test`` unless told
 otherwise. The table and the JSON say which split and how many videos.
 """
@@ -25,17 +25,11 @@ import numpy as np
 
 from models.metrics import binary_report, roc_auc
 from pipeline.config import ScanConfig
-from pipeline.datasets import (
-    DEFAULT_SPLIT_SEED,
-    DEFAULT_TEST_FRACTION,
-    DEFAULT_VAL_FRACTION,
-    SPLITS,
-    TEST,
-    LabelledVideo,
-    load_dataset,
-)
-from pipeline.inputs import InputError, media_type_of
+from pipeline.datasets import LabelledVideo, load_dataset
+from pipeline.inputs import media_type_of
+from pipeline.manifests import InputError
 from pipeline.scan import plan_scan, run_scan
+from pipeline.splits import DEFAULT_SPLIT_SEED, DEFAULT_TEST_FRACTION, DEFAULT_VAL_FRACTION, SPLITS, TEST
 from transforms.tables import read_table
 from transforms.elements import MediaInput
 
@@ -213,7 +207,7 @@ def run_evaluate(
     if checkpoint:
         config.model.checkpoint = checkpoint
     work_dir = work_dir or os.path.splitext(output)[0] + "_scan"
-    inputs = [MediaInput(v.uri, media_type_of(v.uri, config.inputs), v.label) for v in videos]
+    inputs = [MediaInput(v.uri, media_type_of(v.uri, config.inputs)) for v in videos]
     plan = plan_scan(inputs, work_dir, config)
     logger.info("evaluating %s on %s; verdicts in %s", plan.checkpoint, selection.describe(), work_dir)
     run_scan(plan, options)

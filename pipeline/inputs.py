@@ -2,8 +2,9 @@
 
 An input is a local path or fsspec URL to a file, a directory (every media file
 under it, recursively), a glob, or a manifest (``.csv``, ``.jsonl``,
-``.parquet``) with a ``uri`` column. Listing runs on the driver, so a pattern
-that matches nothing fails in a second, before any worker starts.
+``.parquet`` with a ``uri`` column, read by :mod:`pipeline.manifests`). Listing
+runs on the driver, so a pattern that matches nothing fails in a second, before
+any worker starts.
 """
 from __future__ import annotations
 
@@ -14,16 +15,12 @@ from typing import Iterable, Optional, Sequence
 import fsspec
 
 from pipeline.config import InputsConfig
+from pipeline.manifests import InputError, canonical_uri, is_manifest, read_manifest
 from transforms.elements import MediaInput
 
 logger = logging.getLogger(__name__)
 
-MANIFEST_EXTENSIONS = (".csv", ".jsonl", ".parquet")
 _GLOB_CHARS = ("*", "?", "[")
-
-
-class InputError(ValueError):
-    """The inputs named on the command line cannot be listed; one line says why."""
 
 
 def media_type_of(uri: str, config: InputsConfig) -> Optional[str]:
@@ -81,8 +78,8 @@ def _expand(spec: str, config: InputsConfig) -> Iterable[MediaInput]:
         if isinstance(e, InputError):
             raise
         raise InputError(f"cannot list '{spec}': {type(e).__name__}: {e}") from None
-    if path.lower().endswith(MANIFEST_EXTENSIONS):
-        return read_manifest(spec, config)
+    if is_manifest(path):
+        return _manifest_inputs(spec, config)
     # A file named explicitly is always judged, even with an unsupported type.
     return [_item(fs, path, config)]
 
@@ -100,55 +97,12 @@ def _walk(fs, root: str, config: InputsConfig) -> list[MediaInput]:
     return [_item(fs, p, config) for p in paths]
 
 
-def _item(fs, path: str, config: InputsConfig, label: Optional[str] = None) -> MediaInput:
-    uri = fs.unstrip_protocol(path)
-    if uri.startswith("file://"):
-        uri = uri[len("file://") :]
-    return MediaInput(uri=uri, media_type=media_type_of(uri, config), label=label)
+def _item(fs, path: str, config: InputsConfig) -> MediaInput:
+    uri = canonical_uri(fs, path)
+    return MediaInput(uri=uri, media_type=media_type_of(uri, config))
 
 
-def read_manifest(spec: str, config: InputsConfig) -> list[MediaInput]:
-    """Rows of a manifest with a ``uri`` column (and optionally ``label``).
-
-    Relative URIs are resolved against the manifest's folder.
-    """
-    rows = read_table_rows(spec)
-    if rows and "uri" not in rows[0]:
-        raise InputError(f"manifest {spec} has no 'uri' column (columns: {', '.join(rows[0])})")
-    base = spec.rsplit("/", 1)[0] if "/" in spec else "."
-    items = []
-    for i, row in enumerate(rows):
-        uri = str(row.get("uri") or "").strip()
-        if not uri:
-            raise InputError(f"manifest {spec}: row {i + 1} has an empty uri")
-        if "://" not in uri and not os.path.isabs(uri):
-            uri = f"{base}/{uri}" if "://" in base else os.path.abspath(os.path.join(base, uri))
-        label = row.get("label") or None
-        items.append(MediaInput(uri=uri, media_type=media_type_of(uri, config), label=label))
-    if not items:
-        raise InputError(f"manifest {spec} lists no inputs")
-    return items
-
-
-def read_table_rows(spec: str) -> list[dict]:
-    """A manifest's rows as dicts; one reader for CSV, JSON lines and Parquet."""
-    import csv
-    import io
-    import json
-
-    lower = spec.lower()
-    try:
-        if lower.endswith(".parquet"):
-            import pyarrow.parquet as pq
-
-            with fsspec.open(spec, "rb") as f:
-                return pq.read_table(f).to_pylist()
-        with fsspec.open(spec, "r", encoding="utf-8") as f:
-            text = f.read()
-        if lower.endswith(".jsonl"):
-            return [json.loads(line) for line in text.splitlines() if line.strip()]
-        return list(csv.DictReader(io.StringIO(text)))
-    except FileNotFoundError:
-        raise InputError(f"manifest not found: {spec}") from None
-    except (ValueError, OSError) as e:  # json, csv and pyarrow errors
-        raise InputError(f"cannot read manifest {spec}: {str(e).splitlines()[0]}") from None
+def _manifest_inputs(spec: str, config: InputsConfig) -> list[MediaInput]:
+    """The media a manifest lists; its other columns, labels among them, are not the scan's business."""
+    return [MediaInput(uri=row.uri, media_type=media_type_of(row.uri, config))
+            for row in read_manifest(spec)]

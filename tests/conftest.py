@@ -63,7 +63,7 @@ def one_torch_thread():
 @pytest.fixture(scope="session")
 def sample_archive(tmp_path_factory):
     """The small variant of the sample archive (same code as `deepfake-scan samples`)."""
-    from pipeline.samples import generate_samples
+    from pipeline.synthetic.samples import generate_samples
 
     out = tmp_path_factory.mktemp("samples")
     items = generate_samples(str(out), seed=0, small=True)

@@ -13,7 +13,7 @@ import pyarrow.parquet as pq
 import pytest
 
 from pipeline.datasets import FAKE, REAL, SPLITS, TEST, TRAIN, VAL, LabelledVideo, load_dataset, split_summary
-from pipeline.inputs import InputError
+from pipeline.manifests import InputError
 
 METHODS = ("Deepfakes", "Face2Face")
 
@@ -304,7 +304,7 @@ def test_data_without_splits_is_scored_whole(tmp_path):
 
 def test_a_split_of_unsplit_data_is_the_one_extract_assigns(tmp_path):
     from pipeline.cli import build_parser
-    from pipeline.datasets import DEFAULT_SPLIT_SEED
+    from pipeline.splits import DEFAULT_SPLIT_SEED
     from pipeline.evaluate import select_split
 
     spec = _unsplit_manifest(tmp_path)

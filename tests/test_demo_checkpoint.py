@@ -21,7 +21,7 @@ pytestmark = pytest.mark.slow
 @pytest.fixture(scope="module")
 def full_archive(tmp_path_factory):
     """The full sample archive, as ``deepfake-scan samples`` writes it (what run_local.sh scans)."""
-    from pipeline.samples import generate_samples
+    from pipeline.synthetic.samples import generate_samples
 
     out = tmp_path_factory.mktemp("demo_samples")
     return out, generate_samples(str(out), seed=0)

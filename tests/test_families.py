@@ -1,10 +1,9 @@
-"""Tests of the held-out manipulation families (models/families.py) and the
-cross-manipulation evaluation set built from them (pipeline/crossset.py)."""
+"""Tests of the held-out manipulation families (models/families/) and the
+cross-manipulation evaluation set built from them (pipeline/synthetic/crossset.py)."""
 from __future__ import annotations
 
 import ast
 import csv
-import inspect
 import os
 import subprocess
 import sys
@@ -16,22 +15,14 @@ import numpy as np
 import pytest
 
 from models.align import estimate_similarity
-from models.families import (
-    ATTRIBUTE_INPAINT,
-    EXPRESSION_REENACT,
-    GRAPHICS_SWAP,
-    NEURAL_RENDER,
-    apply_family,
-    face_mask,
-    face_points,
-    face_size,
-    family_names,
-    get_family,
-    piecewise_affine_maps,
-)
-from pipeline.crossset import MANIFEST_COLUMNS, generate_cross_set, held_out_identities
-from pipeline.samples import FaceSource
-from pipeline.trainset import assign_identity_splits, generate_training_set
+from models.families.edits import ATTRIBUTE_INPAINT, EXPRESSION_REENACT
+from models.families.mesh import face_mask, face_points, face_size, piecewise_affine_maps
+from models.families.registry import apply_family, family_names, get_family
+from models.families.swaps import GRAPHICS_SWAP, NEURAL_RENDER
+from pipeline.manifests import MANIFEST_COLUMNS
+from pipeline.synthetic.crossset import generate_cross_set, held_out_identities
+from pipeline.synthetic.portraits import FaceSource
+from pipeline.synthetic.trainset import generate_training_set, identity_splits
 
 ROOT = Path(__file__).resolve().parents[1]
 TARGET, DONOR = "lfw8", "lfw20"  # both held-out test identities, of similar skin tone
@@ -212,13 +203,19 @@ def test_attribute_inpaint_edits_only_the_chosen_part(target: Face, donor: Face)
     assert seen == {"eyes", "mouth"}
 
 
-TRAINING_MODULES = ("models.augment", "models.manipulate", "pipeline.trainset", "pipeline.samples",
-                    "pipeline.train", "models.training")
+# Where training starts: the job, its data and augmentation, and the training set's generator.
+TRAINING_MODULES = ("pipeline.train", "models.training", "models.augment", "models.manipulate",
+                    "models.blend_params", "pipeline.synthetic.trainset", "pipeline.synthetic.samples")
+# The training manipulation's own code, which the families must not borrow.
+TRAINING_MANIPULATION = ("models.manipulate", "models.blend_params", "models.augment", "models.face_mask")
+FAMILIES = ("models.families", "pipeline.synthetic.crossset")
 
 
 def _imports(module: str) -> set[str]:
-    """Every module a source file names in an import statement (at any depth)."""
+    """Every module a source file names in an import statement (at any depth, lazy ones too)."""
     path = ROOT / (module.replace(".", "/") + ".py")
+    if not path.exists():
+        path = ROOT / module.replace(".", "/") / "__init__.py"
     names = set()
     for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"))):
         if isinstance(node, ast.Import):
@@ -229,28 +226,37 @@ def _imports(module: str) -> set[str]:
     return names
 
 
-def test_training_modules_do_not_import_the_families():
-    for module in TRAINING_MODULES:
-        assert not any("families" in name for name in _imports(module)), module
-    code = ("import sys\n" + "".join(f"import {m}\n" for m in TRAINING_MODULES)
-            + "print('models.families' in sys.modules)")
+def _loaded_by(modules: tuple[str, ...]) -> set[str]:
+    """Every project module that importing ``modules`` loads, in a fresh interpreter."""
+    code = ("import sys\n" + "".join(f"import {m}\n" for m in modules) + "print(' '.join(m for m in "
+            "sys.modules if m.split('.')[0] in ('models', 'pipeline', 'transforms')))")
     out = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True, check=True)
-    assert out.stdout.strip() == "False", out.stderr
-    # Nor do the families borrow the training manipulation's code.
-    assert not any(name.startswith(("models.manipulate", "models.augment"))
-                   for name in _imports("models.families"))
+    return set(out.stdout.split())
 
 
-def _trainset_splits() -> dict[str, str]:
-    defaults = {k: p.default for k, p in inspect.signature(generate_training_set).parameters.items()}
-    names = [f"lfw{i}" for i in range(min(defaults["identities"], 100))]
-    return assign_identity_splits(names, defaults["seed"], defaults["val_fraction"], defaults["test_fraction"])
+def test_training_modules_do_not_import_the_families():
+    loaded = _loaded_by(TRAINING_MODULES)
+    assert set(TRAINING_MODULES) <= loaded
+    assert not [m for m in loaded if m.startswith(FAMILIES)]
+    for module in sorted(loaded):  # lazy imports inside functions too
+        assert not any(name.startswith(FAMILIES) for name in _imports(module)), module
 
 
-def test_held_out_identities_are_the_training_sets_test_split():
-    splits = _trainset_splits()
+def test_the_families_do_not_borrow_the_training_manipulation():
+    loaded = _loaded_by(("models.families.registry",))
+    family_modules = sorted(m for m in loaded if m.startswith("models.families"))
+    assert len(family_modules) > 1  # the registry and the modules it draws on
+    assert not [m for m in loaded if m.startswith(TRAINING_MANIPULATION)]
+    for module in family_modules:
+        assert not any(name.startswith(TRAINING_MANIPULATION) for name in _imports(module)), module
+
+
+def test_held_out_identities_are_the_training_sets_test_split(tmp_path: Path):
+    made = generate_training_set(str(tmp_path), identities=8, seconds=0.2, train_videos=1)
+    assert held_out_identities(identities=8) == sorted({i.group for i in made if i.split == "test"},
+                                                       key=lambda who: int(who[3:]))
     held_out = held_out_identities()
-    assert held_out and set(held_out) == {who for who, split in splits.items() if split == "test"}
+    assert held_out == [who for who, split in identity_splits().items() if split == "test"]
     assert held_out_identities(split_seed=1) != held_out
 
 
@@ -269,7 +275,7 @@ def test_cross_set_manifest_has_every_family_on_test_identities_only(cross_set):
     assert [(r["uri"], r["label"], r["manipulation"], r["group"]) for r in rows] == [
         (i.uri, i.label, i.manipulation, i.group) for i in items]
     assert {r["split"] for r in rows} == {"test"}
-    splits = _trainset_splits()
+    splits = identity_splits()
     groups = {r["group"] for r in rows}
     assert len(groups) == 2 and all(splits[g] == "test" for g in groups)
     for group in groups:
@@ -310,11 +316,11 @@ def test_cross_set_is_deterministic_and_a_prefix_of_larger_sets(cross_set, tmp_p
 
 
 def test_cli_samples_cross_manipulation(monkeypatch, tmp_path: Path, capsys):
-    import pipeline.crossset
+    import pipeline.synthetic.crossset
     from pipeline.cli import main
 
     calls = []
-    monkeypatch.setattr(pipeline.crossset, "generate_cross_set",
+    monkeypatch.setattr(pipeline.synthetic.crossset, "generate_cross_set",
                         lambda out_dir, **kw: calls.append((out_dir, kw)) or [])
     assert main(["samples", str(tmp_path), "--cross-manipulation", "--seed", "7",
                  "--test-identities", "3"]) == 0

@@ -7,7 +7,8 @@ import pyarrow.parquet as pq
 import pytest
 
 from pipeline.config import InputsConfig
-from pipeline.inputs import InputError, list_inputs
+from pipeline.inputs import list_inputs
+from pipeline.manifests import InputError
 
 
 @pytest.fixture
@@ -57,7 +58,7 @@ def test_manifests(tree, fmt):
     items = list_inputs([str(path)], InputsConfig())
     # relative URIs are resolved against the manifest's folder
     assert uris(items) == [str(tree / "four.webm"), str(tree / "five.png")]
-    assert [i.label for i in items] == ["real", "fake"]
+    assert [i.media_type for i in items] == ["video", "image"]  # labels are the data set's, not the scan's
 
 
 def test_manifest_without_uri_column(tree):

@@ -1,4 +1,4 @@
-"""Tests of the landmark mask and face blending (models/manipulate.py)."""
+"""Tests of the landmark mask and face blending (models/manipulate.py, models/blend_params.py)."""
 from __future__ import annotations
 
 import dataclasses
@@ -51,8 +51,11 @@ def donor() -> tuple[np.ndarray, np.ndarray]:
     return np.ascontiguousarray(image), points
 
 
-def test_manipulation_names() -> None:
-    assert manipulation_names() == (SELF_BLEND, FACE_SWAP) == ("self_blend", "face_swap")
+def test_manipulation_names_are_what_blend_face_reports(astronaut: np.ndarray, donor) -> None:
+    made = {blend_face(astronaut, ASTRONAUT_LANDMARKS, np.random.default_rng(0)).params.manipulation,
+            blend_face(astronaut, ASTRONAUT_LANDMARKS, np.random.default_rng(0), source=donor[0],
+                       source_landmarks=donor[1]).params.manipulation}
+    assert made == set(manipulation_names()) and len(manipulation_names()) == len(made)
 
 
 def test_face_size_is_about_the_face_height() -> None:

@@ -1,4 +1,4 @@
-"""Tests of the sample archive generator (pipeline/samples.py) on real files."""
+"""Tests of the sample archive generator (pipeline/synthetic/samples.py) on real files."""
 from __future__ import annotations
 
 import csv
@@ -14,7 +14,9 @@ import pytest
 
 from models.manipulate import manipulation_names
 from models.torchvision_compat import import_facenet_mtcnn
-from pipeline.samples import MANIFEST_NAME, SampleItem, generate_samples
+from pipeline.manifests import MANIFEST_NAME
+from pipeline.synthetic.filming import SampleItem
+from pipeline.synthetic.samples import generate_samples
 
 
 @pytest.fixture(scope="module")

@@ -1,4 +1,4 @@
-"""Tests of the generated training set (pipeline/trainset.py) on a tiny set of identities."""
+"""Tests of the generated training set (pipeline/synthetic/trainset.py) on a tiny set of identities."""
 from __future__ import annotations
 
 import csv
@@ -9,16 +9,14 @@ import cv2
 import numpy as np
 import pytest
 
-from pipeline.trainset import (
-    DEFAULT_SEED,
-    TEST_FRACTION,
+from pipeline.splits import DEFAULT_SPLIT_SEED
+from pipeline.synthetic.trainset import (
     TRAIN_ONLY_IDENTITIES,
-    VAL_FRACTION,
     Look,
     TrainingFaces,
-    assign_identity_splits,
     draw_look,
     generate_training_set,
+    identity_splits,
     restyle_portrait,
 )
 
@@ -101,13 +99,19 @@ def test_training_videos_vary(tiny_set) -> None:
     assert len(sizes) >= 2
 
 
+def test_videos_are_in_their_identitys_split(tiny_set) -> None:
+    _, items = tiny_set
+    expected = identity_splits(DEFAULT_SPLIT_SEED, identities=8)
+    expected.update(dict.fromkeys(TRAIN_ONLY_IDENTITIES, "train"))
+    assert {(i.group, i.split) for i in items} == set(expected.items())
+
+
 def test_splits_follow_the_seed_and_fractions() -> None:
-    names = [f"lfw{i}" for i in range(100)]
-    splits = assign_identity_splits(names, DEFAULT_SEED, VAL_FRACTION, TEST_FRACTION)
-    assert splits == assign_identity_splits(names, DEFAULT_SEED, VAL_FRACTION, TEST_FRACTION)
+    splits = identity_splits(DEFAULT_SPLIT_SEED)
+    assert list(splits) == [f"lfw{i}" for i in range(100)] and splits == identity_splits(DEFAULT_SPLIT_SEED)
     counts = {s: list(splits.values()).count(s) for s in ("train", "val", "test")}
     assert counts == {"train": 55, "val": 20, "test": 25}
-    assert splits != assign_identity_splits(names, DEFAULT_SEED + 1, VAL_FRACTION, TEST_FRACTION)
+    assert splits != identity_splits(DEFAULT_SPLIT_SEED + 1)
 
 
 def test_restyled_portrait_moves_landmarks_with_the_face() -> None:

@@ -1,10 +1,11 @@
 """A generated, identity-disjoint training set for the demo checkpoint.
 
 Built from the same scenes, camera motion, encoder and manipulations as the
-sample archive (``pipeline/samples.py``), with many more identities: the LFW
+sample archive (:mod:`pipeline.synthetic.filming`), with many more identities: the LFW
 faces of scikit-image's subset, plus the astronaut and the camera man (training
-only). Identities are split into train, val and test before any video is made,
-so validation and test faces are never seen in training.
+only). Identities are split into train, val and test before any video is made
+(:func:`identity_splits`: a seeded shuffle cut at exact shares), so validation
+and test faces are never seen in training.
 
 The training split holds real videos only: the detector learns from them and
 from self-blended pseudo-fakes made on the fly (``models.augment.TrainAugment``),
@@ -17,57 +18,106 @@ releases, byte for byte.
 """
 from __future__ import annotations
 
-import csv
 import dataclasses
 import logging
 import os
 import time
 from dataclasses import dataclass
-from typing import Protocol
 
 import cv2
 import numpy as np
 import skimage.data
 
+from models.labels import FAKE, REAL
 from models.manipulate import FACE_SWAP, SELF_BLEND
-from pipeline.samples import FaceSource, SampleSpec, make_sample
+from pipeline.manifests import MANIFEST_NAME, ManifestItem, write_manifest
+from pipeline.splits import DEFAULT_SPLIT_SEED, SHUFFLED, TEST, TRAIN, VAL, assign_splits
+from pipeline.synthetic.filming import SampleSpec, make_sample
+from pipeline.synthetic.portraits import (
+    ASTRONAUT,
+    FaceSource,
+    Faces,
+    Portrait,
+    lfw_identities,
+    scale_portrait,
+)
 
 logger = logging.getLogger(__name__)
 
-MANIFEST_COLUMNS = ("uri", "label", "manipulation", "group", "split")
-DEFAULT_SEED = 0
+DEFAULT_IDENTITIES = 100
 VAL_FRACTION = 0.2
 TEST_FRACTION = 0.25
 CAMERA = "camera"
-TRAIN_ONLY_IDENTITIES = ("astronaut", CAMERA)  # the only non-LFW faces: seen in training only
+TRAIN_ONLY_IDENTITIES = (ASTRONAUT, CAMERA)  # the only non-LFW faces: seen in training only
 
-_SIZES = ((320, 240), (480, 270), (640, 360))
-_BACKGROUNDS = ("plaster", "brick", "grass")
-_TRAIN_SIZES = _SIZES + ((854, 480),)
-_TRAIN_BACKGROUNDS = _BACKGROUNDS + ("rocket",)
+# Frame sizes, scenes and frame rates of the val and test clips (and of the cross set's).
+CLIP_SIZES = ((320, 240), (480, 270), (640, 360))
+CLIP_BACKGROUNDS = ("plaster", "brick", "grass")
+CLIP_FPS = (24, 25, 30)
+_TRAIN_SIZES = CLIP_SIZES + ((854, 480),)
+_TRAIN_BACKGROUNDS = CLIP_BACKGROUNDS + ("rocket",)
 _CAMERA_CROP = (slice(78, 238), slice(145, 305))  # the camera man's head (MTCNN finds it)
 
 
-@dataclass(frozen=True)
-class TrainingItem:
-    uri: str
-    label: str
-    manipulation: str
-    group: str
-    split: str
+def identity_splits(seed: int = DEFAULT_SPLIT_SEED, identities: int = DEFAULT_IDENTITIES,
+                    val_fraction: float = VAL_FRACTION,
+                    test_fraction: float = TEST_FRACTION) -> dict[str, str]:
+    """The split of each LFW identity of a training set made with these settings, in LFW order.
+
+    A seeded shuffle cut at exact shares (``SHUFFLED``): the identities are all
+    known up front, and the demo checkpoint was trained on this split.
+    """
+    return assign_splits(lfw_identities(identities), seed=seed, val_fraction=val_fraction,
+                         test_fraction=test_fraction, method=SHUFFLED)
 
 
-def assign_identity_splits(
-    identities: list[str], seed: int, val_fraction: float, test_fraction: float
-) -> dict[str, str]:
-    """A seeded shuffle of identities cut into test, val and train."""
-    order = list(np.random.default_rng(seed).permutation(identities))
-    n_test = int(round(len(order) * test_fraction))
-    n_val = int(round(len(order) * val_fraction))
-    splits = {}
-    for i, identity in enumerate(order):
-        splits[identity] = "test" if i < n_test else "val" if i < n_test + n_val else "train"
-    return splits
+def generate_training_set(
+    out_dir: str,
+    *,
+    seed: int = DEFAULT_SPLIT_SEED,
+    identities: int = DEFAULT_IDENTITIES,
+    train_videos: int = 4,
+    seconds: float = 2.0,
+    val_fraction: float = VAL_FRACTION,
+    test_fraction: float = TEST_FRACTION,
+) -> list[ManifestItem]:
+    """Write short H.264 videos of every identity and ``OUT_DIR/manifest.csv``.
+
+    The manifest has ``uri,label,manipulation,group,split`` columns (group is the
+    identity). Test identities come first and are made exactly as in earlier
+    releases; validation identities next; both get a real video and a fake
+    (self-blends and face swaps alternate, donors from the same split).
+    Training identities (the astronaut and the camera man among them) get
+    ``train_videos`` real videos each and no fakes.
+    """
+    if train_videos < 1:
+        raise ValueError(f"train_videos must be at least 1, got {train_videos}")
+    started = time.perf_counter()
+    out_dir = os.path.abspath(out_dir)
+    os.makedirs(out_dir, exist_ok=True)
+    splits = identity_splits(seed, identities, val_fraction, test_fraction)
+    splits.update(dict.fromkeys(TRAIN_ONLY_IDENTITIES, TRAIN))
+    by_split: dict[str, list[str]] = {TEST: [], VAL: [], TRAIN: []}
+    for name in [ASTRONAUT, *lfw_identities(identities), CAMERA]:
+        by_split[splits[name]].append(name)
+    faces = TrainingFaces()
+    # Each split draws from its own stream, so one split's settings never move another's
+    # videos; the test split's stream and file indices are those of earlier releases.
+    test, index = _real_and_fake(TEST, by_split[TEST], np.random.default_rng([seed, 7]), 0,
+                                 out_dir, seed, seconds, faces)
+    val, index = _real_and_fake(VAL, by_split[VAL], np.random.default_rng([seed, 7, 1]), index,
+                                out_dir, seed, seconds, faces)
+    train, index = _reals(by_split[TRAIN], train_videos, np.random.default_rng([seed, 7, 2]),
+                          index, out_dir, seed, seconds, faces)
+    items = test + val + train
+    for split, made in ((TEST, test), (VAL, val), (TRAIN, train)):
+        labels = {label: sum(i.label == label for i in made) for label in (REAL, FAKE)}
+        logger.info("%s: %d videos (%d real, %d fake)", split, len(made), labels[REAL], labels[FAKE])
+    write_manifest(os.path.join(out_dir, MANIFEST_NAME), items)
+    elapsed = time.perf_counter() - started
+    logger.info("wrote %d training videos to %s in %.1f s (%.2f s per video)", len(items),
+                out_dir, elapsed, elapsed / max(index, 1))
+    return items
 
 
 @dataclass(frozen=True)
@@ -136,23 +186,6 @@ def restyle_portrait(image: np.ndarray, landmarks: np.ndarray, box: np.ndarray,
     return lit, move(landmarks), new_box
 
 
-class Portrait(Protocol):
-    """What ``make_sample`` reads of a face source's portrait: photo, landmarks, face box."""
-
-    image: np.ndarray
-    landmarks: np.ndarray
-    box: np.ndarray
-
-
-@dataclass(frozen=True)
-class _Portrait:
-    """A face photo with its landmarks and face box (x1, y1, x2, y2)."""
-
-    image: np.ndarray
-    landmarks: np.ndarray
-    box: np.ndarray
-
-
 class TrainingFaces(FaceSource):
     """The sample archive's faces plus scikit-image's camera man, a gray face."""
 
@@ -168,22 +201,14 @@ class TrainingFaces(FaceSource):
             gray = skimage.data.camera()[_CAMERA_CROP]
             image = np.ascontiguousarray(np.repeat(gray[..., None], 3, axis=2))
             box, points = self._detect(image, CAMERA)  # RuntimeError when MTCNN finds no face
-            self._camera = _Portrait(image, points, box)
-        canonical = self._camera
-        scale = face_px / float(canonical.box[3] - canonical.box[1])
-        height, width = canonical.image.shape[:2]
-        size = (max(int(round(width * scale)), 2), max(int(round(height * scale)), 2))
-        image = cv2.resize(canonical.image, size,
-                           interpolation=cv2.INTER_AREA if scale < 1 else cv2.INTER_CUBIC)
-        factor = np.array(size, dtype=np.float64) / (width, height)
-        box = (canonical.box.reshape(2, 2) + 0.5) * factor - 0.5
-        return _Portrait(image, (canonical.landmarks + 0.5) * factor - 0.5, box.ravel())
+            self._camera = Portrait(image, points, box)
+        return scale_portrait(self._camera, face_px)
 
 
 class _RestyledFaces:
     """A face source whose portraits all get one :class:`Look` (one training video)."""
 
-    def __init__(self, faces: FaceSource, look: Look) -> None:
+    def __init__(self, faces: Faces, look: Look) -> None:
         self._faces, self._look = faces, look
 
     def portrait(self, identity: str, face_px: float) -> Portrait:
@@ -193,8 +218,7 @@ class _RestyledFaces:
         return dataclasses.replace(portrait, image=image, landmarks=landmarks, box=box)
 
 
-def _film(spec: SampleSpec, index: int, out_dir: str, seed: int,
-          faces: FaceSource | _RestyledFaces) -> str | None:
+def _film(spec: SampleSpec, index: int, out_dir: str, seed: int, faces: Faces) -> str | None:
     """Write one video; ``None`` (and a warning) when its face cannot be framed or found."""
     try:
         return make_sample(spec, index, out_dir, seed, faces).uri
@@ -205,37 +229,37 @@ def _film(spec: SampleSpec, index: int, out_dir: str, seed: int,
 
 def _real_and_fake(split: str, members: list[str], rng: np.random.Generator, index: int,
                    out_dir: str, seed: int, seconds: float,
-                   faces: FaceSource) -> tuple[list[TrainingItem], int]:
+                   faces: FaceSource) -> tuple[list[ManifestItem], int]:
     """A real and a fake video of every member (val and test); returns them and the next index."""
     items = []
     for k, who in enumerate(members):
         manipulation = SELF_BLEND if k % 2 == 0 else FACE_SWAP
         donor = members[(k + 1) % len(members)] if manipulation == FACE_SWAP else ""
         common = dict(
-            size=_SIZES[int(rng.integers(len(_SIZES)))],
+            size=CLIP_SIZES[int(rng.integers(len(CLIP_SIZES)))],
             who=who,
-            background=_BACKGROUNDS[int(rng.integers(len(_BACKGROUNDS)))],
+            background=CLIP_BACKGROUNDS[int(rng.integers(len(CLIP_BACKGROUNDS)))],
             face_height=float(rng.uniform(0.38, 0.5)),
-            fps=int(rng.choice([24, 25, 30])),
+            fps=int(rng.choice(CLIP_FPS)),
             seconds=seconds,
             crf=int(rng.integers(18, 29)),
             preset="veryfast",
         )
         stem = f"{split}_{who}"
         for label, spec in (
-            ("real", SampleSpec(f"{stem}_real", **common)),
-            ("fake", SampleSpec(f"{stem}_{manipulation}", manipulation=manipulation, donor=donor,
+            (REAL, SampleSpec(f"{stem}_real", **common)),
+            (FAKE, SampleSpec(f"{stem}_{manipulation}", manipulation=manipulation, donor=donor,
                                 **common)),
         ):
             uri = _film(spec, index, out_dir, seed, faces)
             index += 1
             if uri:
-                items.append(TrainingItem(uri, label, spec.manipulation, who, split))
+                items.append(ManifestItem(uri, label, spec.manipulation, who, split))
     return items, index
 
 
 def _reals(members: list[str], videos: int, rng: np.random.Generator, index: int, out_dir: str,
-           seed: int, seconds: float, faces: FaceSource) -> tuple[list[TrainingItem], int]:
+           seed: int, seconds: float, faces: FaceSource) -> tuple[list[ManifestItem], int]:
     """``videos`` real videos of every training member, each in a new scene, light, pose,
     resolution and compression; returns them and the next index."""
     items = []
@@ -247,7 +271,7 @@ def _reals(members: list[str], videos: int, rng: np.random.Generator, index: int
                 who=who,
                 background=_TRAIN_BACKGROUNDS[int(rng.integers(len(_TRAIN_BACKGROUNDS)))],
                 face_height=float(rng.uniform(0.3, 0.52)),
-                fps=int(rng.choice([24, 25, 30])),
+                fps=int(rng.choice(CLIP_FPS)),
                 seconds=seconds,
                 crf=int(rng.integers(16, 33)),
                 preset="ultrafast" if rng.random() < 0.3 else "veryfast",
@@ -255,59 +279,5 @@ def _reals(members: list[str], videos: int, rng: np.random.Generator, index: int
             uri = _film(spec, index, out_dir, seed, _RestyledFaces(faces, draw_look(rng)))
             index += 1
             if uri:
-                items.append(TrainingItem(uri, "real", "", who, "train"))
+                items.append(ManifestItem(uri, REAL, "", who, TRAIN))
     return items, index
-
-
-def generate_training_set(
-    out_dir: str,
-    *,
-    seed: int = DEFAULT_SEED,
-    identities: int = 100,
-    train_videos: int = 4,
-    seconds: float = 2.0,
-    val_fraction: float = VAL_FRACTION,
-    test_fraction: float = TEST_FRACTION,
-) -> list[TrainingItem]:
-    """Write short H.264 videos of every identity and ``OUT_DIR/manifest.csv``.
-
-    The manifest has ``uri,label,manipulation,group,split`` columns (group is the
-    identity). Test identities come first and are made exactly as in earlier
-    releases; validation identities next; both get a real video and a fake
-    (self-blends and face swaps alternate, donors from the same split).
-    Training identities (the astronaut and the camera man among them) get
-    ``train_videos`` real videos each and no fakes.
-    """
-    if train_videos < 1:
-        raise ValueError(f"train_videos must be at least 1, got {train_videos}")
-    started = time.perf_counter()
-    out_dir = os.path.abspath(out_dir)
-    os.makedirs(out_dir, exist_ok=True)
-    names = [f"lfw{i}" for i in range(min(identities, 100))]
-    splits = assign_identity_splits(names, seed, val_fraction, test_fraction)
-    splits.update(dict.fromkeys(TRAIN_ONLY_IDENTITIES, "train"))
-    by_split: dict[str, list[str]] = {"test": [], "val": [], "train": []}
-    for name in ["astronaut", *names, CAMERA]:
-        by_split[splits[name]].append(name)
-    faces = TrainingFaces()
-    # Each split draws from its own stream, so one split's settings never move another's
-    # videos; the test split's stream and file indices are those of earlier releases.
-    test, index = _real_and_fake("test", by_split["test"], np.random.default_rng([seed, 7]), 0,
-                                 out_dir, seed, seconds, faces)
-    val, index = _real_and_fake("val", by_split["val"], np.random.default_rng([seed, 7, 1]), index,
-                                out_dir, seed, seconds, faces)
-    train, index = _reals(by_split["train"], train_videos, np.random.default_rng([seed, 7, 2]),
-                          index, out_dir, seed, seconds, faces)
-    items = test + val + train
-    for split, made in (("test", test), ("val", val), ("train", train)):
-        labels = {label: sum(i.label == label for i in made) for label in ("real", "fake")}
-        logger.info("%s: %d videos (%d real, %d fake)", split, len(made), labels["real"],
-                    labels["fake"])
-    with open(os.path.join(out_dir, "manifest.csv"), "w", newline="", encoding="utf-8") as f:
-        writer = csv.writer(f, lineterminator="\n")
-        writer.writerow(MANIFEST_COLUMNS)
-        writer.writerows((i.uri, i.label, i.manipulation, i.group, i.split) for i in items)
-    elapsed = time.perf_counter() - started
-    logger.info("wrote %d training videos to %s in %.1f s (%.2f s per video)", len(items),
-                out_dir, elapsed, elapsed / max(index, 1))
-    return items
