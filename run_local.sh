@@ -4,7 +4,8 @@
 #   ./run_local.sh test   set up .venv (first run only), run the test suite
 #   ./run_local.sh train-demo   rebuild models/weights/demo.pt from generated data and evaluate it (CPU, ~1 h)
 #   ./run_local.sh bench [ARGS]  the performance benchmark (python -m bench; see README, Performance)
-# Extra arguments after 'test' go to pytest; after nothing, to 'deepfake-scan scan'.
+# Extra arguments after 'test' go to pytest; after 'train-demo', to 'deepfake-scan train'
+# (e.g. --set frame.epochs=2); after nothing, to 'deepfake-scan scan'.
 set -euo pipefail
 cd "$(dirname "$0")"
 
@@ -63,7 +64,7 @@ case "${1:-}" in
     exec "$VENV/bin/python" -m bench "$@"
     ;;
   -h|--help)
-    sed -n '2,7p' "$0"
+    sed -n '2,8p' "$0"
     ;;
   *)
     setup

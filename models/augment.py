@@ -10,18 +10,18 @@ set of source/target mismatches, so the detector learns blending in general
 rather than one blend), then applies flip, colour jitter,
 down-and-up scaling, and last Gaussian blur and JPEG re-compression with the
 probabilities of Wang et al. 2020 ("CNN-generated images are surprisingly easy
-to spot... for now"). :class:`EvalAugment` is the identity, so training and
-evaluation use objects of the same shape.
+to spot... for now"). Evaluation does not augment.
 """
 from __future__ import annotations
 
 import logging
-from dataclasses import dataclass, fields, replace
+from dataclasses import dataclass, field, fields, replace
 
 import cv2
 import numpy as np
 
 from models.align import face_template
+from models.crops import CropSpec
 from models.face_mask import MASK_OUTLINES
 from models.manipulate import SELF_BLEND, BlendParams, BlendVariety, blend_face
 
@@ -31,13 +31,13 @@ REAL, FAKE = 0, 1
 _PROBABILITIES = ("flip_p", "color_jitter_p", "downscale_p", "blur_p", "jpeg_p", "sbi_p",
                   "sbi_mask_deform_p", "sbi_misalign_p", "sbi_color_p", "sbi_sharpness_p",
                   "sbi_resample_p", "sbi_jpeg_p", "sbi_full_blend_p")
-_NOT_PAIRS = _PROBABILITIES + ("margin", "sbi_mask_outlines")
+_NOT_PAIRS = _PROBABILITIES + ("sbi_mask_outlines",)
 _MIN_SIGMA = 0.1  # below this a Gaussian kernel is the identity on uint8 pixels
 _GRAY = np.array([0.299, 0.587, 0.114], dtype=np.float32)  # ITU-R BT.601 luma
 
 
 def _pair(value, name: str) -> tuple[float, float]:
-    """``(low, high)`` from a pair (tuples from YAML may arrive as lists)."""
+    """``(low, high)`` from a pair (a list from YAML or a tuple); a single number is refused."""
     try:
         low, high = (float(v) for v in value)
     except (TypeError, ValueError):
@@ -49,11 +49,13 @@ def _pair(value, name: str) -> tuple[float, float]:
 
 @dataclass(frozen=True)
 class AugmentConfig:
-    """Probabilities and ranges of the training augmentations.
+    """Probabilities and ranges of the training augmentations: the training config's ``augment`` section.
 
+    A plain dataclass with type hints, so ``pipeline.config`` loads it from YAML
+    as it is (ranges arrive as lists); :meth:`validate` says what is out of range.
     Ranges are ``(low, high)`` and sampled uniformly; colour factors multiply
-    (1 keeps the image). ``margin`` must be the alignment margin the crops were
-    made with, so the self-blend mask lands on the face.
+    (1 keeps the image). The alignment margin the self-blend template needs is not
+    here: it is how the crops were cut, never a choice (``TrainAugment(margin=...)``).
 
     The ``sbi_*`` keys shape the self-blends (see :func:`self_blend_params` and
     :class:`models.manipulate.BlendVariety`): ``sbi_mask_outlines`` are drawn
@@ -64,61 +66,53 @@ class AugmentConfig:
     with ``sbi_full_blend_p``, else drawn from ``sbi_blend_ratio``.
     """
 
+    blur_p: float = 0.5
+    blur_sigma: list[float] = field(default_factory=lambda: [0.0, 3.0])
+    jpeg_p: float = 0.5
+    jpeg_quality: list[int] = field(default_factory=lambda: [30, 100])
     flip_p: float = 0.5
     color_jitter_p: float = 0.3
-    brightness: tuple[float, float] = (0.8, 1.2)
-    contrast: tuple[float, float] = (0.8, 1.2)
-    saturation: tuple[float, float] = (0.8, 1.2)
+    brightness: list[float] = field(default_factory=lambda: [0.8, 1.2])
+    contrast: list[float] = field(default_factory=lambda: [0.8, 1.2])
+    saturation: list[float] = field(default_factory=lambda: [0.8, 1.2])
     downscale_p: float = 0.2
-    downscale_range: tuple[float, float] = (0.5, 0.9)
-    blur_p: float = 0.5
-    blur_sigma: tuple[float, float] = (0.0, 3.0)
-    jpeg_p: float = 0.5
-    jpeg_quality: tuple[int, int] = (30, 100)
-    sbi_p: float = 0.5
-    margin: float = 0.25
-    sbi_mask_outlines: tuple[str, ...] = MASK_OUTLINES
+    downscale_range: list[float] = field(default_factory=lambda: [0.5, 0.9])
+    sbi_p: float = 0.5  # real crops turned into self-blended pseudo-fakes
+    sbi_mask_outlines: list[str] = field(default_factory=lambda: list(MASK_OUTLINES))
     sbi_mask_deform_p: float = 0.5
-    sbi_mask_blur: tuple[float, float] = (0.005, 0.06)
+    sbi_mask_blur: list[float] = field(default_factory=lambda: [0.005, 0.06])
     sbi_misalign_p: float = 0.5
     sbi_color_p: float = 0.6
     sbi_sharpness_p: float = 0.5
     sbi_resample_p: float = 0.3
     sbi_jpeg_p: float = 0.3
-    sbi_blend_ratio: tuple[float, float] = (0.25, 1.0)
+    sbi_blend_ratio: list[float] = field(default_factory=lambda: [0.25, 1.0])
     sbi_full_blend_p: float = 0.5
 
-    def __post_init__(self) -> None:
+    def validate(self) -> None:
+        """Raise ``ValueError`` naming the first setting that is out of range."""
         for name in _PROBABILITIES:
             value = float(getattr(self, name))
             if not 0.0 <= value <= 1.0:
                 raise ValueError(f"{name} must be in [0, 1], got {value}")
-            object.__setattr__(self, name, value)
-        for field in fields(self):
-            if field.name not in _NOT_PAIRS:
-                object.__setattr__(self, field.name, _pair(getattr(self, field.name), field.name))
+        pairs = {f.name: _pair(getattr(self, f.name), f.name) for f in fields(self) if f.name not in _NOT_PAIRS}
         outlines = self.sbi_mask_outlines
-        outlines = (outlines,) if isinstance(outlines, str) else tuple(str(o) for o in outlines)
-        if not outlines or set(outlines) - set(MASK_OUTLINES):
-            raise ValueError(f"sbi_mask_outlines must name some of {MASK_OUTLINES}, got {outlines}")
-        object.__setattr__(self, "sbi_mask_outlines", outlines)
+        if isinstance(outlines, str) or not outlines or set(outlines) - set(MASK_OUTLINES):
+            raise ValueError(f"sbi_mask_outlines must name some of {MASK_OUTLINES}, got {outlines!r}")
         checks = {
-            "brightness": self.brightness[0] >= 0.0,
-            "contrast": self.contrast[0] >= 0.0,
-            "saturation": self.saturation[0] >= 0.0,
-            "downscale_range": 0.0 < self.downscale_range[0] and self.downscale_range[1] <= 1.0,
-            "blur_sigma": self.blur_sigma[0] >= 0.0,
-            "jpeg_quality": 0 <= self.jpeg_quality[0] and self.jpeg_quality[1] <= 100
-            and all(float(q).is_integer() for q in self.jpeg_quality),
-            "margin": self.margin >= 0.0,
-            "sbi_mask_blur": self.sbi_mask_blur[0] >= 0.0,
-            "sbi_blend_ratio": 0.0 < self.sbi_blend_ratio[0] and self.sbi_blend_ratio[1] <= 1.0,
+            "brightness": pairs["brightness"][0] >= 0.0,
+            "contrast": pairs["contrast"][0] >= 0.0,
+            "saturation": pairs["saturation"][0] >= 0.0,
+            "downscale_range": 0.0 < pairs["downscale_range"][0] and pairs["downscale_range"][1] <= 1.0,
+            "blur_sigma": pairs["blur_sigma"][0] >= 0.0,
+            "jpeg_quality": 0 <= pairs["jpeg_quality"][0] and pairs["jpeg_quality"][1] <= 100
+            and all(q.is_integer() for q in pairs["jpeg_quality"]),
+            "sbi_mask_blur": pairs["sbi_mask_blur"][0] >= 0.0,
+            "sbi_blend_ratio": 0.0 < pairs["sbi_blend_ratio"][0] and pairs["sbi_blend_ratio"][1] <= 1.0,
         }
         for name, ok in checks.items():
             if not ok:
                 raise ValueError(f"{name} out of range: {getattr(self, name)}")
-        object.__setattr__(self, "jpeg_quality", tuple(int(q) for q in self.jpeg_quality))
-        object.__setattr__(self, "margin", float(self.margin))
 
 
 def _check_crop(img: np.ndarray) -> None:
@@ -253,22 +247,31 @@ class TrainAugment:
 
     Args:
         config: Probabilities and ranges; defaults to ``AugmentConfig()``.
+        margin: The alignment margin the crops were cut with, so the self-blend
+            mask lands on the face (a face table's ``CropSpec.margin``).
         blend_params: Self-blend sampling ranges; defaults to
             ``self_blend_params(config)`` (given, it replaces the ``sbi_*`` settings).
+
+    Raises:
+        ValueError: If ``config`` or ``margin`` is out of range.
     """
 
-    def __init__(self, *, config: AugmentConfig | None = None,
+    def __init__(self, *, config: AugmentConfig | None = None, margin: float = CropSpec.margin,
                  blend_params: BlendParams | None = None):
         self.config = config or AugmentConfig()
+        self.config.validate()
+        if not margin >= 0.0:
+            raise ValueError(f"margin out of range: {margin}")
+        self.margin = float(margin)
         self.blend_params = blend_params or self_blend_params(self.config)
         self._templates: dict[int, np.ndarray] = {}
 
     def __repr__(self) -> str:
-        return f"{type(self).__name__}(config={self.config!r})"
+        return f"{type(self).__name__}(config={self.config!r}, margin={self.margin!r})"
 
     def _template(self, size: int) -> np.ndarray:
         if size not in self._templates:
-            self._templates[size] = face_template(size, self.config.margin)
+            self._templates[size] = face_template(size, self.margin)
         return self._templates[size]
 
     def __call__(
@@ -308,7 +311,8 @@ class TrainAugment:
         if rng.random() < cfg.blur_p:
             out = gaussian_blur(out, rng.uniform(*cfg.blur_sigma))
         if rng.random() < cfg.jpeg_p:
-            out = jpeg_recompress(out, int(rng.integers(*cfg.jpeg_quality, endpoint=True)))
+            low, high = (int(q) for q in cfg.jpeg_quality)
+            out = jpeg_recompress(out, int(rng.integers(low, high, endpoint=True)))
         if out is img:
             out = img.copy()
         return out, int(label), manipulation
@@ -329,17 +333,3 @@ def self_blend_track(augment: "TrainAugment", crops, seed: int) -> list[np.ndarr
         out.append(blend_face(crop, template, np.random.default_rng(seed), params=augment.blend_params).image)
     return out
 
-
-class EvalAugment:
-    """Evaluation-time counterpart of :class:`TrainAugment`: no augmentation at all."""
-
-    def __repr__(self) -> str:
-        return f"{type(self).__name__}()"
-
-    def __call__(
-        self, img: np.ndarray, label: int, rng: np.random.Generator | None = None,
-        manipulation: str = "",
-    ) -> tuple[np.ndarray, int, str]:
-        """Return a copy of ``img`` with ``label`` and ``manipulation`` unchanged."""
-        _check_crop(img)
-        return img.copy(), int(label), manipulation

@@ -32,6 +32,9 @@ AGGREGATORS = (BILSTM, MEAN, SBI)  # "frame" is for stills, never a card's
 # cards (aligned crops, margin 0.25, pixels in [0, 1]) still load.
 CARD_FORMAT_VERSION = 2
 READABLE_FORMAT_VERSIONS = (1, 2)
+# Keys older cards carry that no longer mean anything: dropped, quietly, when a card is read.
+# clip_len: frames per track, which the scan's sampling config decides, never the card.
+_RETIRED_KEYS = ("clip_len",)
 # Constructor arguments the checkpoint loader derives itself; a card must not set them.
 _DERIVED_FRAME_KWARGS = ("num_classes", "manipulation_classes")
 _DERIVED_SEQUENCE_KWARGS = ("input_dim",)
@@ -77,7 +80,6 @@ class ModelCard:
         sequence_kwargs: Extra sequence constructor arguments (e.g. ``hidden_dim``).
         frame_kwargs: Extra frame constructor arguments (e.g. ``dropout``).
         embedding_dim: Frame embedding width; 0 means not recorded yet.
-        clip_len: Frames sampled per track.
         temperature: Logit temperature for calibrated probabilities.
         training: Free-form summary of how the weights were made (config, data, metrics).
         format_version: Card layout version.
@@ -104,7 +106,6 @@ class ModelCard:
     sequence_kwargs: dict = field(default_factory=dict)
     frame_kwargs: dict = field(default_factory=dict)
     embedding_dim: int = 0
-    clip_len: int = 25
     temperature: float = 1.0
     training: dict = field(default_factory=dict)
     format_version: int = CARD_FORMAT_VERSION
@@ -158,8 +159,6 @@ class ModelCard:
             problems.append("aggregator 'bilstm' needs a sequence_arch")
         if not isinstance(self.embedding_dim, int) or self.embedding_dim < 0:
             problems.append(f"embedding_dim must be an int >= 0, got {self.embedding_dim!r}")
-        if not isinstance(self.clip_len, int) or self.clip_len <= 0:
-            problems.append(f"clip_len must be a positive int, got {self.clip_len!r}")
         if not (self.temperature > 0 and math.isfinite(self.temperature)):
             problems.append(f"temperature must be positive, got {self.temperature}")
         if self.format_version not in READABLE_FORMAT_VERSIONS:
@@ -204,13 +203,14 @@ class ModelCard:
 
     @classmethod
     def from_dict(cls, d: dict[str, Any]) -> ModelCard:
-        """Rebuild a card from :meth:`to_dict` output.
+        """Rebuild a card from :meth:`to_dict` output (an older card's retired keys are dropped).
 
         Raises:
             ValueError: On unknown keys, missing required keys or invalid values.
         """
         if not isinstance(d, dict):
             raise ValueError(f"model card must be a dict, got {type(d).__name__}")
+        d = {k: v for k, v in d.items() if k not in _RETIRED_KEYS}
         fields = {f.name: f for f in dataclasses.fields(cls)}
         unknown = sorted(set(d) - set(fields))
         if unknown:

@@ -77,11 +77,6 @@ def list_models(kind: str | None = None) -> list[str]:
     return sorted(n for n, e in _REGISTRY.items() if kind is None or e.kind == kind)
 
 
-def model_kind(name: str) -> str:
-    """The kind (``"frame"`` or ``"sequence"``) of a registered model."""
-    return _lookup(name).kind
-
-
 def create_model(name: str, **kwargs) -> nn.Module:
     """Build the model registered as ``name`` with the constructor's ``kwargs``.
 

@@ -1,6 +1,6 @@
 """Training loops for the frame and sequence models (pure torch, no Beam).
 
-The training job (``pipeline/train.py``) reads the face table, builds these
+The training job (``pipeline/train_data.py``, ``pipeline/frame_stage.py``) reads the face table, builds these
 datasets and calls these functions; its per-epoch validation uses
 ``predict_frames``, while calibration runs the scan's own predictors
 (``models.inference``). Preprocessing is ``FacePreprocess``, the same object the
@@ -11,7 +11,7 @@ from __future__ import annotations
 import logging
 import random
 from contextlib import nullcontext
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Callable, Iterable, Optional, Sequence
 
 import numpy as np
@@ -53,6 +53,27 @@ class CropSample:
     manipulation: str = ""  # method that made a fake ("" for real crops)
 
 
+@dataclass
+class CropBatch:
+    """A batch of face crops as the frame loop takes it; the streamed ones say where they came from."""
+
+    crops: torch.Tensor  # uint8 [N, S, S, 3]: a quarter of float32's bytes to pin and copy
+    targets: torch.Tensor  # int64 [N] class index
+    manipulations: torch.Tensor  # int64 [N] manipulation index, -1: none or unknown
+    index: Optional[np.ndarray] = None  # int64 [N]: each crop's place in the face index (streamed batches)
+    boxes: Optional[np.ndarray] = None  # float32 [N, 4], when the stream reads them
+    blended: Optional[np.ndarray] = None  # bool [N]: a self-blended copy of its crop
+    position: Optional[dict] = None  # the stream's position after this batch (models.streaming)
+
+    def __len__(self) -> int:
+        return len(self.targets)
+
+    def pin_memory(self) -> "CropBatch":
+        """Called by the DataLoader's pinning thread: page-locked tensors copy to the GPU asynchronously."""
+        return replace(self, crops=self.crops.pin_memory(), targets=self.targets.pin_memory(),
+                       manipulations=self.manipulations.pin_memory())
+
+
 class CropDataset(Dataset):
     """Face crops with their class and manipulation index (-1: none or unknown).
 
@@ -80,19 +101,23 @@ class CropDataset(Dataset):
 
     def __getitem__(self, index: int):
         sample = self.samples[index]
-        img = decode_crop(sample.png)
-        target, manipulation = sample.target, sample.manipulation
-        if self.augment is not None:
-            rng = np.random.default_rng((self.seed, self.epoch, index))
-            img, target, manipulation = self.augment(img, target, rng, manipulation)
-        known = manipulation in self.manipulation_classes
-        return np.ascontiguousarray(img), target, self.manipulation_classes.index(manipulation) if known else -1
+        return augmented_crop(decode_crop(sample.png), sample.target, sample.manipulation, self.augment,
+                              (self.seed, self.epoch, index), self.manipulation_classes)
 
 
-def collate_crops(batch):
+def augmented_crop(img: np.ndarray, target: int, manipulation: str, augment: Optional[Callable], key: tuple,
+                   manipulation_classes: Sequence[str]) -> tuple[np.ndarray, int, int]:
+    """One training crop: augmented with a generator seeded by ``key``, its manipulation as an index."""
+    if augment is not None:
+        img, target, manipulation = augment(img, target, np.random.default_rng(key), manipulation)
+    known = manipulation in manipulation_classes
+    return np.ascontiguousarray(img), target, list(manipulation_classes).index(manipulation) if known else -1
+
+
+def collate_crops(batch) -> CropBatch:
     crops, targets, manipulations = zip(*batch)
-    return (
-        np.stack(crops),
+    return CropBatch(
+        torch.from_numpy(np.stack(crops)),
         torch.tensor(targets, dtype=torch.int64),
         torch.tensor(manipulations, dtype=torch.int64),
     )
@@ -116,54 +141,128 @@ def autocast_for(device: torch.device):
     return torch.autocast("cuda", dtype=torch.bfloat16) if device.type == "cuda" else nullcontext()
 
 
+PRECISIONS = ("auto", "fp32", "bf16", "fp16")
+
+
+class MixedPrecision:
+    """Autocast and, for fp16, a gradient scaler: how the frame loop steps at ``precision``.
+
+    ``auto`` is bf16 on a GPU that computes it natively, fp16 (scaled) on an older
+    GPU, and fp32 on the CPU. bf16 keeps fp32's exponent range, so it needs no scaler.
+
+    Raises:
+        ValueError: If ``precision`` is unknown, or fp16 is asked of the CPU.
+    """
+
+    def __init__(self, device: torch.device, precision: str = "auto"):
+        if precision not in PRECISIONS:
+            raise ValueError(f"unknown precision '{precision}' (valid: {', '.join(PRECISIONS)})")
+        if precision == "auto":
+            precision = ("bf16" if torch.cuda.is_bf16_supported(including_emulation=False) else "fp16") \
+                if device.type == "cuda" else "fp32"
+        if precision == "fp16" and device.type != "cuda":
+            raise ValueError("fp16 training needs a CUDA device (use bf16 or fp32 on the CPU)")
+        self.device = device
+        self.precision = precision
+        self.dtype = {"bf16": torch.bfloat16, "fp16": torch.float16}.get(precision)
+        self.scaler = torch.amp.GradScaler("cuda") if precision == "fp16" else None
+
+    def autocast(self):
+        return torch.autocast(self.device.type, dtype=self.dtype) if self.dtype is not None else nullcontext()
+
+    def step(self, loss: torch.Tensor, optimizer: torch.optim.Optimizer) -> None:
+        """Backward and optimizer step (scaled for fp16: a step with inf/nan gradients is skipped)."""
+        optimizer.zero_grad(set_to_none=True)
+        if self.scaler is None:
+            loss.backward()
+            optimizer.step()
+            return
+        self.scaler.scale(loss).backward()
+        self.scaler.step(optimizer)
+        self.scaler.update()
+
+
+class FrameTotals:
+    """Running sums of one frame epoch's losses and accuracy; a resumed epoch continues them."""
+
+    KEYS = ("loss", "ce", "contrastive", "manipulation")
+
+    def __init__(self, state: Optional[dict] = None):
+        self.sums = dict.fromkeys(self.KEYS, 0.0)
+        self.correct = self.seen = 0
+        if state is not None:
+            self.sums, self.correct, self.seen = dict(state["sums"]), state["correct"], state["seen"]
+
+    def add(self, losses: dict, correct: int, n: int) -> None:
+        for key in self.KEYS:
+            self.sums[key] += float(losses[key].detach()) * n
+        self.correct += correct
+        self.seen += n
+
+    def state_dict(self) -> dict:
+        return {"sums": dict(self.sums), "correct": self.correct, "seen": self.seen}
+
+    @classmethod
+    def merged(cls, states: Sequence[dict]) -> "FrameTotals":
+        """The totals of several ranks together."""
+        out = cls()
+        for state in states:
+            out.sums = {k: out.sums[k] + state["sums"][k] for k in cls.KEYS}
+            out.correct += state["correct"]
+            out.seen += state["seen"]
+        return out
+
+    def summary(self) -> dict:
+        seen = max(self.seen, 1)
+        return {**{k: v / seen for k, v in self.sums.items()}, "accuracy": self.correct / seen}
+
+
 def train_frame_epoch(
     model: nn.Module,
-    loader: DataLoader,
+    batches: Iterable[CropBatch],
     preprocess: FacePreprocess,
     loss_fn: nn.Module,
     optimizer: torch.optim.Optimizer,
     device: torch.device,
     progress: Optional[Callable[[Iterable], Iterable]] = None,
-    after_step: Optional[Callable[[nn.Module], None]] = None,
+    after_step: Optional[Callable[[CropBatch], None]] = None,
+    precision: Optional[MixedPrecision] = None,
+    totals: Optional[FrameTotals] = None,
 ) -> dict:
-    """One epoch of the frame model; returns mean losses and training accuracy.
+    """Train the frame model on ``batches``; returns mean losses and training accuracy.
 
-    ``after_step(model)`` runs after every optimizer step (e.g. a weight average's update).
-
-    With a manipulation head, its cross-entropy over the crops whose method is
-    known is added to the loss (``manipulation`` in the result).
+    ``after_step(batch)`` runs after every optimizer step (a weight average's update,
+    a saved position). Crops go to ``device`` as uint8 (pinned, asynchronously) and
+    are normalised there. With a manipulation head, its cross-entropy over the crops
+    whose method is known is added to the loss (``manipulation`` in the result).
+    ``totals`` carries the sums of a resumed epoch.
     """
     model.train()
-    totals = {"loss": 0.0, "ce": 0.0, "contrastive": 0.0, "manipulation": 0.0}
-    correct = seen = 0
-    batches = progress(loader) if progress else loader
-    for crops, targets, manipulations in batches:
-        x = preprocess(crops).to(device, non_blocking=True)
-        y = targets.to(device)
-        with autocast_for(device):
+    precision = precision or MixedPrecision(device, "fp32")
+    totals = totals if totals is not None else FrameTotals()
+    batches = progress(batches) if progress else batches
+    for batch in batches:
+        x = preprocess(batch.crops.to(device, non_blocking=True))
+        y = batch.targets.to(device, non_blocking=True)
+        manipulations = batch.manipulations.to(device, non_blocking=True)
+        with precision.autocast():
             out = model(x)
         losses = loss_fn(out["logits"].float(), out["embedding"].float(), y)
-        known = manipulations.to(device) >= 0
+        known = manipulations >= 0
         if "manipulation_logits" in out and bool(known.any()):
             losses["manipulation"] = nn.functional.cross_entropy(
-                out["manipulation_logits"].float()[known], manipulations.to(device)[known]
+                out["manipulation_logits"].float()[known], manipulations[known]
             )
             losses["loss"] = losses["loss"] + losses["manipulation"]
         else:
             losses["manipulation"] = torch.zeros(())
-        optimizer.zero_grad(set_to_none=True)
-        losses["loss"].backward()
-        optimizer.step()
+        precision.step(losses["loss"], optimizer)
+        totals.add(losses, int((out["logits"].argmax(1) == y).sum()), len(y))
         if after_step is not None:
-            after_step(model)
-        n = len(y)
-        for key in totals:
-            totals[key] += float(losses[key].detach()) * n
-        correct += int((out["logits"].argmax(1) == y).sum())
-        seen += n
+            after_step(batch)
         if hasattr(batches, "set_postfix"):
-            batches.set_postfix(loss=f"{totals['loss'] / seen:.4f}")
-    return {**{k: v / max(seen, 1) for k, v in totals.items()}, "accuracy": correct / max(seen, 1)}
+            batches.set_postfix(loss=f"{totals.sums['loss'] / max(totals.seen, 1):.4f}")
+    return totals.summary()
 
 
 def weight_ema(model: nn.Module, decay: float) -> torch.optim.swa_utils.AveragedModel:

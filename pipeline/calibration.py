@@ -11,57 +11,76 @@ from __future__ import annotations
 
 import dataclasses
 import logging
-from collections import defaultdict
 from dataclasses import dataclass
+from typing import Optional
 
 import numpy as np
 import torch
+from tqdm import tqdm
 
 from models.aggregation import BILSTM, TrackFaces, aggregate
 from models.card import ModelCard
 from models.checkpoint import LoadedCheckpoint
 from models.inference import FramePredictor, SequencePredictor
-from models.labels import CLASSES, class_index  # noqa: F401  (CLASSES: until pipeline/train.py imports it from models.labels)
+from models.labels import FAKE, class_index
 from models.metrics import OperatingPoint, fit_temperature, operating_point
-from models.preprocess import decode_crop
+from pipeline.train_data import FaceIndex, track_crops
+from pipeline.train_stream import EmbeddingStore, TrackEmbeddings, plain_stream, stream_loader
 
 logger = logging.getLogger(__name__)
-
-def target(meta: dict) -> int:
-    """The class index of a training-table row's (or video's) ``label``."""
-    return class_index(meta["label"])
 
 # How a validation video's tracks combine: the scan's default (config aggregate.strategy).
 CALIBRATION_STRATEGY = "max"
 _BATCH = 64
 
 
+@dataclass
+class TrackOutputs:
+    """The frame predictor's outputs on whole tracks: per crop in memory, embeddings on disk.
+
+    Track ``i`` holds the crops ``bounds[i]:bounds[i + 1]`` of the per-crop arrays.
+    With self-blended copies the copies follow the tracks: their rows exist only
+    in ``embeddings`` (and ``labels``), not in ``logits``, ``frames`` or ``boxes``.
+    """
+
+    tracks: np.ndarray  # (T,) track numbers in the face index
+    videos: list[str]  # (T,) video ids; a video's tracks are neighbours, videos in id order
+    labels: np.ndarray  # (T,) class index
+    bounds: np.ndarray  # (T + 1,)
+    frames: np.ndarray  # (M,) frame indices
+    boxes: Optional[np.ndarray]  # (M, 4) detector boxes, when read
+    logits: np.ndarray  # (M, C) raw logits
+    embeddings: TrackEmbeddings  # (T_i, D) per track, read from disk
+
+    def close(self) -> None:
+        """Remove the embeddings' file."""
+        self.embeddings.store.close()
+
+
 @dataclass(frozen=True)
 class ValidationOutputs:
-    """The frame predictor's outputs on every validation track (lists hold one array per track)."""
+    """The frame predictor's outputs on every validation track, at the card's temperature."""
 
-    items: list  # (video meta, track rows), a video's tracks together, in track-id order
-    logits: list[np.ndarray]  # (T, C) raw logits
-    embeddings: list[np.ndarray]  # (T, D)
-    probabilities: list[np.ndarray]  # (T,) fake probabilities at the card's temperature
-    frame_labels: np.ndarray  # (sum T,) 1 for crops of fake videos
+    outputs: TrackOutputs  # a video's tracks together, in track-id order
+    probabilities: np.ndarray  # (M,) fake probabilities of every crop
+    frame_labels: np.ndarray  # (M,) 1 for crops of fake videos
 
 
 def calibrate_temperature(
-    card: ModelCard, frame_model: torch.nn.Module, items: list, device: torch.device
+    card: ModelCard, frame_model: torch.nn.Module, index: FaceIndex, device: torch.device, workers: int = 0
 ) -> tuple[ModelCard, FramePredictor, ValidationOutputs]:
-    """Fit the frame model's temperature on the validation crops' logits.
+    """Fit the frame model's temperature on the logits of every validation crop.
 
     Returns:
         The card with its temperature, the scan's frame predictor for it, and the
         validation outputs with probabilities at that temperature.
     """
-    logits, embeddings = frame_outputs(frame_predictor(card, frame_model, device), items)
-    labels = np.concatenate([[target(meta)] * len(track) for meta, track in items])
-    card = dataclasses.replace(card, temperature=float(fit_temperature(np.concatenate(logits), labels)))
+    outputs = frame_outputs(frame_predictor(card, frame_model, device), index, index.tracks("val"), workers,
+                            boxes=True, desc="validation crops")
+    labels = np.repeat(outputs.labels, np.diff(outputs.bounds))
+    card = dataclasses.replace(card, temperature=float(fit_temperature(outputs.logits, labels)))
     frames = frame_predictor(card, frame_model, device)
-    probabilities = [frames.fake_probabilities(z) for z in logits]
-    return card, frames, ValidationOutputs(items, logits, embeddings, probabilities, labels)
+    return card, frames, ValidationOutputs(outputs, frames.fake_probabilities(outputs.logits), labels)
 
 
 def calibrate_threshold(
@@ -73,11 +92,11 @@ def calibrate_threshold(
         The card with ``threshold`` and ``operating_point`` set, the operating point,
         and the validation videos' scores and labels (1 fake), in video-id order.
     """
-    scores, labels = validation_video_scores(checkpoint, val.items, val.probabilities, val.embeddings)
+    scores, labels = validation_video_scores(checkpoint, val)
     point = operating_point(scores, labels, target_fpr)
     # A still image is judged on its faces' frame probabilities, not on the video
     # aggregator's score: its own operating point, from every validation face as a still.
-    image_point = operating_point(np.concatenate(val.probabilities), val.frame_labels, target_fpr)
+    image_point = operating_point(val.probabilities, val.frame_labels, target_fpr)
     card = checkpoint.card
     recorded = {**point.to_dict(), "aggregator": card.aggregator, "strategy": CALIBRATION_STRATEGY,
                 "image": {**image_point.to_dict(), "unit": "validation face crops, each as a still"}}
@@ -98,51 +117,69 @@ def frame_predictor(card: ModelCard, frame_model: torch.nn.Module, device: torch
     return FramePredictor(checkpoint, device, optimize=False, precision="fp32")
 
 
-def frame_outputs(predictor: FramePredictor, items: list) -> tuple[list[np.ndarray], list[np.ndarray]]:
-    """Per track: the frame model's raw logits ``(T, C)`` and embeddings ``(T, D)`` of all its crops."""
-    rows = [r for _, track in items for r in track]
-    logits, embeddings = [], []
-    for start in range(0, len(rows), _BATCH):
-        batch = np.stack([decode_crop(r["crop_png"]) for r in rows[start : start + _BATCH]])
-        batch_logits, batch_embeddings = predictor.outputs(batch)
-        logits.append(batch_logits)
-        embeddings.append(batch_embeddings)
-    logits_all, embeddings_all = np.concatenate(logits), np.concatenate(embeddings)
-    bounds = np.cumsum([0] + [len(track) for _, track in items])
-    return ([logits_all[a:b] for a, b in zip(bounds[:-1], bounds[1:])],
-            [embeddings_all[a:b] for a, b in zip(bounds[:-1], bounds[1:])])
+def frame_outputs(predictor: FramePredictor, index: FaceIndex, tracks: np.ndarray, workers: int = 0,
+                  boxes: bool = False, blend: Optional[tuple] = None, desc: str = "crops") -> TrackOutputs:
+    """The predictor's raw logits and embeddings of every crop of ``tracks``, streamed from the face table.
+
+    Args:
+        workers: DataLoader processes that read and decode the crops.
+        boxes: Also keep each crop's detector box (calibration aggregates with them).
+        blend: ``(TrainAugment, seed)``: also embed a self-blended copy of every
+            track of a real video (``pipeline.train_stream.FaceCrops``), labelled fake.
+    """
+    crops = track_crops(index, tracks)
+    lengths = np.diff(index.track_start)[tracks]
+    labels = index.targets(tracks)
+    copied = tracks[labels != class_index(FAKE)] if blend is not None else tracks[:0]
+    copied_crops = track_crops(index, copied)
+    store = EmbeddingStore(len(crops) + len(copied_crops))
+    logits, kept_boxes = None, np.zeros((len(crops), 4), np.float32) if boxes else None
+    stream = plain_stream(index, crops, _BATCH, boxes=boxes, blend=blend)
+    for batch in tqdm(stream_loader(stream, workers), desc=desc, unit="batch", leave=False,
+                      total=sum(stream.batches_per_rank(workers))):
+        batch_logits, embeddings = predictor.outputs(batch.crops)
+        plain = ~batch.blended
+        slots = np.searchsorted(crops, batch.index[plain])
+        if logits is None:
+            logits = np.zeros((len(crops), batch_logits.shape[1]), np.float32)
+        logits[slots] = batch_logits[plain]
+        store.write(slots, embeddings[plain])
+        if boxes:
+            kept_boxes[slots] = batch.boxes[plain]
+        if (~plain).any():
+            store.write(len(crops) + np.searchsorted(copied_crops, batch.index[~plain]), embeddings[~plain])
+    copy_lengths = np.diff(index.track_start)[copied]
+    bounds = np.concatenate([[0], np.cumsum(np.concatenate([lengths, copy_lengths]))]).astype(np.int64)
+    videos = [index.videos[v] for v in index.track_video[np.concatenate([tracks, copied])]]
+    return TrackOutputs(
+        tracks=np.concatenate([tracks, copied]), videos=videos,
+        labels=np.concatenate([labels, np.full(len(copied), class_index(FAKE), np.int64)]),
+        bounds=bounds, frames=index.crop_frame[crops], boxes=kept_boxes,
+        logits=logits if logits is not None else np.zeros((0, 2), np.float32),
+        embeddings=TrackEmbeddings(store, bounds))
 
 
 def validation_video_scores(
-    checkpoint: LoadedCheckpoint,
-    items: list,
-    probabilities: list[np.ndarray],
-    embeddings: list[np.ndarray],
-    strategy: str = CALIBRATION_STRATEGY,
+    checkpoint: LoadedCheckpoint, val: ValidationOutputs, strategy: str = CALIBRATION_STRATEGY
 ) -> tuple[np.ndarray, np.ndarray]:
-    """Each video's score as a scan computes it, and its label (1 fake), videos in id order.
+    """Each validation video's score as a scan computes it, and its label (1 fake), videos in id order.
 
     Args:
         checkpoint: The trained models and their card (its ``aggregator`` decides).
-        items: ``(video meta, track rows)`` of every track, a video's tracks together.
-        probabilities: Per track, the frame predictor's fake probability of each crop.
-        embeddings: Per track, the frame predictor's embedding of each crop (``bilstm`` only).
+        val: The frame predictor's outputs on every validation track, with their probabilities.
         strategy: How a video's track scores combine (the scan's ``aggregate.strategy``).
     """
-    card = checkpoint.card
+    card, out = checkpoint.card, val.outputs
     sequence = SequencePredictor(checkpoint, torch.device("cpu")) if card.aggregator == BILSTM else None
-    by_video: dict[str, list[int]] = defaultdict(list)
-    for index, (meta, _) in enumerate(items):
-        by_video[meta["video_id"]].append(index)
+    starts = [i for i in range(len(out.videos)) if i == 0 or out.videos[i] != out.videos[i - 1]]
     scores, labels = [], []
-    for video_id in sorted(by_video):
-        members = by_video[video_id]
-        tracks = [
-            TrackFaces(probabilities[i], np.array([r["box"] for r in items[i][1]], np.float64),
-                       np.array([r["frame_index"] for r in items[i][1]], np.int64))
-            for i in members
-        ]
-        sequence_scores = sequence([embeddings[i] for i in members]) if sequence is not None else None
+    for first, end in zip(starts, starts[1:] + [len(out.videos)]):
+        members = range(first, end)
+        tracks = [TrackFaces(val.probabilities[out.bounds[i]:out.bounds[i + 1]],
+                             out.boxes[out.bounds[i]:out.bounds[i + 1]].astype(np.float64),
+                             out.frames[out.bounds[i]:out.bounds[i + 1]].astype(np.int64))
+                  for i in members]
+        sequence_scores = sequence([out.embeddings[i] for i in members]) if sequence is not None else None
         scores.append(aggregate(card.aggregator, tracks, strategy, sequence_scores).score)
-        labels.append(target(items[members[0]][0]))
+        labels.append(int(out.labels[first]))
     return np.array(scores, np.float64), np.array(labels, np.int64)

@@ -22,16 +22,21 @@ examples:
 """
 
 
-def _add_scan_config_args(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--config", metavar="YAML", help="scan configuration (default: built-in, see configs/scan.yaml)")
+def _add_config_args(p: argparse.ArgumentParser, config_help: str, example: str) -> None:
+    """``--config YAML`` and ``--set KEY=VALUE``: every command that takes a config takes it this way."""
+    p.add_argument("--config", metavar="YAML", help=config_help)
     p.add_argument(
         "--set",
         dest="overrides",
         action="append",
         default=[],
         metavar="KEY=VALUE",
-        help="override one config key, e.g. --set sampling.max_clips=2 (repeatable)",
+        help=f"override one config key, e.g. --set {example} (repeatable)",
     )
+
+
+def _add_scan_config_args(p: argparse.ArgumentParser) -> None:
+    _add_config_args(p, "scan configuration (default: built-in, see configs/scan.yaml)", "sampling.max_clips=2")
 
 
 def _scan_parser(sub) -> argparse.ArgumentParser:
@@ -157,10 +162,11 @@ def _train_parser(sub) -> argparse.ArgumentParser:
         description="Train the EfficientNet frame model on extracted face crops, then the BiLSTM over "
         "track embeddings, calibrate on validation, and write OUTPUT/model.pt (a scan checkpoint), "
         "OUTPUT/metrics.jsonl, OUTPUT/state.pt (for resume) and OUTPUT/config.yaml.",
-        epilog="example: deepfake-scan train --config configs/train_demo.yaml frame.epochs=3 output=outputs/try",
+        epilog="example: deepfake-scan train --config configs/train_demo.yaml --set frame.epochs=3 "
+        "--set output=outputs/try",
     )
-    p.add_argument("--config", metavar="YAML", help="training configuration (e.g. configs/train_demo.yaml)")
-    p.add_argument("overrides", nargs="*", metavar="KEY=VALUE", help="config overrides, e.g. frame.epochs=3")
+    _add_config_args(p, "training configuration (default: built-in, see pipeline/train_config.py; "
+                     "e.g. configs/train_demo.yaml)", "frame.epochs=3")
     p.add_argument("--resume", metavar="STATE", help="continue from a training state file (OUTPUT/state.pt)")
     return p
 
@@ -314,7 +320,6 @@ def _extract(args, beam_args: list[str], test_pipeline) -> int:
     from pipeline.datasets import load_dataset, split_summary
     from pipeline.extract import run_extract
     from pipeline.options import pipeline_options
-
     from pipeline.train_config import TrainConfig
 
     config = load_config(ScanConfig, args.config, args.overrides)
@@ -363,14 +368,14 @@ def _report(args) -> int:
 
 
 def _samples(args) -> int:
-    from pipeline.samples import generate_samples
-    from pipeline.trainset import generate_training_set
+    from pipeline.synthetic.samples import generate_samples
+    from pipeline.synthetic.trainset import generate_training_set
 
     if args.test_identities is not None and not args.cross_manipulation:
         print("deepfake-scan: error: --test-identities needs --cross-manipulation", file=sys.stderr)
         return 2
     if args.cross_manipulation:
-        from pipeline.crossset import generate_cross_set  # held-out families: never near training code
+        from pipeline.synthetic.crossset import generate_cross_set  # held-out families: never near training code
 
         # The held-out identities are those the training set made with the same --seed and
         # --identities put in test: a cross set for another training set would leak identities.

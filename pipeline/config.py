@@ -20,6 +20,7 @@ from transforms.settings import (  # noqa: F401  (the stage settings are part of
     ConfigError,
     DecodeConfig,
     FacesConfig,
+    InputsConfig,
     SamplingConfig,
     check_choice,
     check_fraction,
@@ -62,22 +63,6 @@ class AggregateConfig:
         check_choice("aggregate.strategy", self.strategy, ("max", "mean", "longest"))
         if self.threshold is not None:
             check_fraction("aggregate.threshold", self.threshold)
-
-
-@dataclass
-class InputsConfig:
-    """Which files a directory or glob yields."""
-
-    video_extensions: list[str] = field(
-        default_factory=lambda: [".mp4", ".mov", ".m4v", ".avi", ".mkv", ".webm"]
-    )
-    image_extensions: list[str] = field(default_factory=lambda: [".jpg", ".jpeg", ".png", ".webp"])
-
-    def validate(self) -> None:
-        for name in ("video_extensions", "image_extensions"):
-            for ext in getattr(self, name):
-                if not ext.startswith(".") or ext != ext.lower():
-                    raise ConfigError(f"inputs.{name}: '{ext}' must be lower case and start with '.'")
 
 
 @dataclass

@@ -23,7 +23,7 @@ import fsspec
 
 from models.crops import CropSpec
 from pipeline.config import ScanConfig, dump_config
-from pipeline.crop_record import read_crop_spec, write_crop_spec  # noqa: F401  (read_crop_spec: until importers move)
+from pipeline.crop_record import write_crop_spec
 from pipeline.datasets import LabelledVideo
 from pipeline.inputs import media_type_of
 from pipeline.options import pipeline_options, with_worker_threads
@@ -46,7 +46,7 @@ def build_extract_pipeline(
     by_uri = beam.pvalue.AsDict(labelled | "KeyByUri" >> beam.Map(lambda v: (v["uri"], v)))
     extracted = (
         labelled
-        | "ToMediaInputs" >> beam.Map(lambda v, exts: MediaInput(v["uri"], media_type_of(v["uri"], exts), v["label"]), config.inputs)
+        | "ToMediaInputs" >> beam.Map(lambda v, exts: MediaInput(v["uri"], media_type_of(v["uri"], exts)), config.inputs)
         | "ExtractFaces" >> ExtractFaces(config.decode, config.sampling, config.faces, crop,
                                          device=config.model.device, torch_threads=config.model.torch_threads)
     )

@@ -1,15 +1,13 @@
 """Training configuration: ``configs/train_*.yaml`` -> validated dataclasses -> overrides."""
 from __future__ import annotations
 
-import dataclasses
 from dataclasses import dataclass, field
 from typing import Optional
 
 from models.augment import AugmentConfig
 from models.crops import POLICIES, CropSpec
+from models.training import PRECISIONS
 from transforms.settings import ConfigError, check_choice, check_fraction, check_non_negative, check_positive
-
-_AUGMENT = AugmentConfig()  # the augmentation defaults, defined once in models/augment.py
 
 PRETRAINED = ("imagenet",)
 
@@ -20,6 +18,9 @@ class TrainDataConfig:
     frames_per_track: int = 8  # crops drawn per track and epoch for the frame model
     val_frames_per_track: int = 8
     max_tracks_per_video: int = 2
+    # Crops each loader worker holds to shuffle the row groups' crops (memory: this many
+    # encoded crops per worker, ~70 KB each at 224 px, plus the row group being read).
+    shuffle_buffer: int = 1024
 
     def validate(self) -> None:
         if not self.faces:
@@ -27,6 +28,7 @@ class TrainDataConfig:
         check_positive("data.frames_per_track", self.frames_per_track)
         check_positive("data.val_frames_per_track", self.val_frames_per_track)
         check_positive("data.max_tracks_per_video", self.max_tracks_per_video)
+        check_positive("data.shuffle_buffer", self.shuffle_buffer)
 
 
 @dataclass
@@ -72,49 +74,6 @@ class TrainModelConfig:
 
 
 @dataclass
-class AugmentSettings:
-    """Augmentations of training crops: the YAML face of ``models.augment.AugmentConfig``.
-
-    Defaults come from ``AugmentConfig`` itself, and ``to_augment_config`` passes
-    every field through by name, so the two cannot drift. ``margin`` is not here:
-    it is the face table's crop margin, never a user's choice.
-    """
-
-    blur_p: float = _AUGMENT.blur_p
-    blur_sigma: list[float] = field(default_factory=lambda: list(_AUGMENT.blur_sigma))
-    jpeg_p: float = _AUGMENT.jpeg_p
-    jpeg_quality: list[int] = field(default_factory=lambda: list(_AUGMENT.jpeg_quality))
-    flip_p: float = _AUGMENT.flip_p
-    color_jitter_p: float = _AUGMENT.color_jitter_p
-    downscale_p: float = _AUGMENT.downscale_p
-    downscale_range: list[float] = field(default_factory=lambda: list(_AUGMENT.downscale_range))
-    sbi_p: float = _AUGMENT.sbi_p  # real crops turned into self-blended pseudo-fakes
-    # How the self-blends vary (models.manipulate.BlendVariety): mask outline and deformation,
-    # the chance of each source/target mismatch, and the blend ratio.
-    sbi_mask_outlines: list[str] = field(default_factory=lambda: list(_AUGMENT.sbi_mask_outlines))
-    sbi_mask_deform_p: float = _AUGMENT.sbi_mask_deform_p
-    sbi_mask_blur: list[float] = field(default_factory=lambda: list(_AUGMENT.sbi_mask_blur))
-    sbi_misalign_p: float = _AUGMENT.sbi_misalign_p
-    sbi_color_p: float = _AUGMENT.sbi_color_p
-    sbi_sharpness_p: float = _AUGMENT.sbi_sharpness_p
-    sbi_resample_p: float = _AUGMENT.sbi_resample_p
-    sbi_jpeg_p: float = _AUGMENT.sbi_jpeg_p
-    sbi_blend_ratio: list[float] = field(default_factory=lambda: list(_AUGMENT.sbi_blend_ratio))
-    sbi_full_blend_p: float = _AUGMENT.sbi_full_blend_p
-
-    def to_augment_config(self, margin: float) -> AugmentConfig:
-        """The augmentation settings for crops aligned with ``margin``."""
-        values = {f.name: getattr(self, f.name) for f in dataclasses.fields(self)}
-        return AugmentConfig(margin=margin, **{k: tuple(v) if isinstance(v, list) else v for k, v in values.items()})
-
-    def validate(self) -> None:
-        try:
-            self.to_augment_config(_AUGMENT.margin)
-        except (TypeError, ValueError) as e:
-            raise ConfigError(f"config section 'augment': {e}") from None
-
-
-@dataclass
 class FrameStageConfig:
     epochs: int = 8
     batch_size: int = 32
@@ -125,7 +84,10 @@ class FrameStageConfig:
     contrastive_weight: float = 0.0  # DeepFD pairwise loss on embeddings (0: off)
     contrastive_margin: float = 1.0
     ema_decay: float = 0.0  # > 0: validate and keep an exponential moving average of the weights
-    workers: int = 1
+    workers: int = 1  # DataLoader processes reading and decoding crops (0: the training process itself)
+    # Autocast: auto = bf16 on a GPU that has it, fp16 with a gradient scaler on older GPUs, fp32 on the CPU.
+    precision: str = "auto"
+    save_every_steps: int = 500  # also write state.pt within an epoch (0: at epoch ends only)
 
     def validate(self) -> None:
         check_positive("frame.epochs", self.epochs)
@@ -139,6 +101,8 @@ class FrameStageConfig:
         if not 0 <= self.ema_decay < 1:
             raise ConfigError(f"config key 'frame.ema_decay' must be in [0, 1), got {self.ema_decay}")
         check_non_negative("frame.workers", self.workers)
+        check_choice("frame.precision", self.precision, PRECISIONS)
+        check_non_negative("frame.save_every_steps", self.save_every_steps)
 
 
 @dataclass
@@ -183,12 +147,16 @@ class TrainConfig:
     resume: Optional[str] = None  # a training state file (OUTPUT/state.pt) to continue from
     data: TrainDataConfig = field(default_factory=TrainDataConfig)
     model: TrainModelConfig = field(default_factory=TrainModelConfig)
-    augment: AugmentSettings = field(default_factory=AugmentSettings)
+    augment: AugmentConfig = field(default_factory=AugmentConfig)  # defined, with its defaults, in models/augment.py
     frame: FrameStageConfig = field(default_factory=FrameStageConfig)
     sequence: SequenceStageConfig = field(default_factory=SequenceStageConfig)
     calibration: CalibrationConfig = field(default_factory=CalibrationConfig)
 
     def validate(self) -> None:
         check_choice("device", self.device, ("auto", "cpu", "cuda"))
-        for section in (self.data, self.model, self.augment, self.frame, self.sequence, self.calibration):
+        for section in (self.data, self.model, self.frame, self.sequence, self.calibration):
             section.validate()
+        try:
+            self.augment.validate()
+        except ValueError as e:  # models/ knows no ConfigError
+            raise ConfigError(f"config section 'augment': {e}") from None

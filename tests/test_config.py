@@ -14,10 +14,41 @@ def test_default_yaml_is_the_builtin_default():
 
 
 def test_every_shipped_config_loads():
-    for path in CONFIGS.glob("scan*.yaml"):
+    """Training configs (train_*.yaml) as a TrainConfig, the others as a ScanConfig."""
+    from pipeline.train_config import TrainConfig
+
+    paths = sorted(CONFIGS.glob("*.yaml"))
+    assert {"scan.yaml", "train_demo.yaml"} <= {p.name for p in paths}
+    for path in paths:
+        if path.name.startswith("train_"):
+            config = load_config(TrainConfig, str(path))
+            # the augment section loads straight into models.augment.AugmentConfig, key for key
+            written = yaml.safe_load(path.read_text()).get("augment", {})
+            assert {k: getattr(config.augment, k) for k in written} == written, path
+            continue
         faces = load_config(ScanConfig, str(path)).faces
         # crops come from the checkpoint's card: no shipped config pins them
         assert faces.crop_size is None and faces.margin is None, path
+
+
+def test_training_config_round_trips_and_refuses_bad_augmentation_in_one_line(tmp_path):
+    from models.augment import AugmentConfig
+    from pipeline.train_config import TrainConfig
+
+    config = load_config(TrainConfig, str(CONFIGS / "train_demo.yaml"), ["augment.blur_sigma=[0.5, 2]"])
+    assert isinstance(config.augment, AugmentConfig) and config.augment.blur_sigma == [0.5, 2.0]
+    dump_config(config, str(tmp_path / "config.yaml"))  # what 'train' writes to OUTPUT/config.yaml
+    assert load_config(TrainConfig, str(tmp_path / "config.yaml")) == config
+    for overrides, message in [
+        (["augment.blur_p=2"], "config section 'augment': blur_p must be in [0, 1], got 2.0"),
+        (["augment.jpeg_quality=[90, 40]"], "config section 'augment': jpeg_quality: low 90.0 > high 40.0"),
+        (["augment.sbi_mask_outlines=[star]"], "config section 'augment': sbi_mask_outlines must name some of"),
+        (["augment.margin=0.3"], "unknown config key 'augment.margin'"),  # the crops' margin, never a setting
+        (["augment.blur_sigma=0.5"], "config key 'augment.blur_sigma' must be a list"),
+    ]:
+        with pytest.raises(ConfigError) as info:
+            load_config(TrainConfig, None, overrides)
+        assert message in str(info.value) and "\n" not in str(info.value)
 
 
 def test_yaml_then_overrides(tmp_path):

@@ -4,8 +4,8 @@ import os
 
 import pytest
 
-from pipeline.cli import main
-from pipeline.flex_template import DEFAULT_CONFIG, scan_argv
+from pipeline.cli import build_parser, main
+from pipeline.flex_template import DEFAULT_CONFIG, flag, scan_argv
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
@@ -36,7 +36,7 @@ def test_scan_translates_into_a_dataflow_gpu_job(sample_archive, tmp_path, capsy
 
 def test_flex_template_parameters_become_a_scan_command():
     argv = scan_argv(["--inputs=gs://a/x/,gs://a/list.csv", "--output_root=gs://b/scans", "--skip_scanned=true",
-                      "--checkpoint=gs://m/model.pt", "--overrides=sampling.max_clips=2; faces.min_face_size=60",
+                      "--checkpoint=gs://m/model.pt", "--set=sampling.max_clips=2; faces.min_face_size=60",
                       "--runner=DataflowRunner", "--project=p"])
     assert argv == [
         "scan", "gs://a/x/", "gs://a/list.csv", "--quiet", "--output-root", "gs://b/scans",
@@ -49,6 +49,11 @@ def test_flex_template_metadata_names_every_parameter():
     with open(os.path.join(ROOT, "dataflow", "metadata.json")) as f:
         spec = json.load(f)
     names = {p["name"] for p in spec["parameters"]}
-    assert names == {"inputs", "output", "output_root", "checkpoint", "skip_scanned", "config", "overrides"}
+    assert names == {"inputs", "output", "output_root", "checkpoint", "skip_scanned", "config", "set"}
     required = {p["name"] for p in spec["parameters"] if not p.get("isOptional")}
     assert required == {"inputs"}
+    # One spelling: every parameter but the inputs is a flag of the scan command, '_' for '-'.
+    _, parsers = build_parser()
+    scan_flags = {f for action in parsers["scan"]._actions for f in action.option_strings}
+    assert {flag(name) for name in names - {"inputs"}} <= scan_flags
+    assert flag("output_root") == "--output-root" and flag("set") == "--set"

@@ -1,4 +1,8 @@
-"""The training job end to end on a tiny generated set: extract, train, resume, evaluate."""
+"""The training job end to end on a tiny generated set: extract, train, resume, evaluate.
+
+The jobs run as a user runs them, through ``pipeline.cli.main``: ``extract`` and
+``train`` with ``--set`` overrides, ``--seed`` and ``--resume``.
+"""
 import json
 
 import numpy as np
@@ -15,16 +19,27 @@ from models.preprocess import FacePreprocess
 from models.preprocess import decode_crop
 from models.training import CropDataset, CropSample, EarlyStopping, crop_loader, train_frame_epoch
 from pipeline.cli import main
-from pipeline.config import ScanConfig, load_config
+from pipeline.config import load_config
 from pipeline.datasets import load_dataset
 from pipeline.evaluate import compute_metrics, format_table
-from pipeline.extract import read_crop_spec, run_extract
-from pipeline.train import run_train
+from pipeline.crop_record import read_crop_spec
 from pipeline.train_config import TrainConfig
-from pipeline.trainset import generate_training_set
+from pipeline.synthetic.trainset import generate_training_set
 from transforms.face_table import FACE_SCHEMA
 
-FAST_SCAN = ["faces.detect_size=320"]
+FAST_SCAN = ["--set", "faces.detect_size=320"]
+
+
+def _set(*settings) -> list[str]:
+    """``--set`` flags for ``key=value`` settings."""
+    return [a for item in settings for a in ("--set", str(item))]
+
+
+def _train(*settings, resume=None) -> str:
+    """``deepfake-scan train --set ...`` (``--resume`` when given); returns the checkpoint it wrote."""
+    assert main(["train", *_set(*settings), *(["--resume", str(resume)] if resume else [])]) == 0
+    output = [s.split("=", 1)[1] for s in map(str, settings) if s.startswith("output=")][-1]
+    return f"{output}/model.pt"
 
 
 @pytest.fixture(scope="module")
@@ -36,12 +51,13 @@ def tiny_set(tmp_path_factory):
 
 @pytest.fixture(scope="module")
 def faces_dir(tiny_set, tmp_path_factory):
-    """Crops cut at the tiny training config's input size (aligned, 64 px), as ``extract --train-config`` cuts them."""
+    """Crops cut at the tiny training config's input size (aligned, 64 px) by ``extract --train-config``."""
     data, items = tiny_set
+    train_yaml = tmp_path_factory.mktemp("train_config") / "tiny.yaml"
+    train_yaml.write_text("model:\n  input_size: 64\n")
     out = tmp_path_factory.mktemp("faces")
-    videos = load_dataset(str(data / "manifest.csv"))
-    run_extract(videos, str(out), load_config(ScanConfig, None, FAST_SCAN), CropSpec("aligned", 64),
-                test_pipeline=TestPipeline())
+    assert main(["extract", "--data", str(data / "manifest.csv"), "--output", str(out),
+                 "--train-config", str(train_yaml), *FAST_SCAN], test_pipeline=TestPipeline()) == 0
     return out
 
 
@@ -72,8 +88,12 @@ def test_extracted_faces_table(faces_dir, tiny_set):
 
 
 def test_extract_cuts_the_crops_the_training_config_names(tiny_set, tmp_path, capsys):
-    """``extract --train-config`` with box crops: box crops in the table, the spec in crop.json."""
+    """``extract --train-config`` with box crops: box crops in the table, the spec in crop.json.
+
+    The manifest names no splits, so ``extract --seed`` decides them.
+    """
     from models.crops import cut_box_crop
+    from pipeline.datasets import DEFAULT_SPLIT_SEED
     from transforms.decoders import DecordDecoder
 
     data, items = tiny_set
@@ -83,7 +103,12 @@ def test_extract_cuts_the_crops_the_training_config_names(tiny_set, tmp_path, ca
     train_yaml = tmp_path / "train_box.yaml"
     train_yaml.write_text("model:\n  input_size: 96\n  crop_policy: box\n  box_margins: [0.1, 0.2, 0.1, 0.05]\n")
     out = tmp_path / "faces"
-    scan_flags = [a for o in FAST_SCAN for a in ("--set", o)]
+
+    def splits(seed: int) -> dict[str, str]:
+        return {v.uri: v.split for v in load_dataset(str(manifest), seed=seed)}
+
+    seed = next(s for s in range(1, 100) if splits(s) != splits(DEFAULT_SPLIT_SEED))  # one that moves a video
+    scan_flags = FAST_SCAN + ["--seed", str(seed)]
     # a scan config that pins another crop size stops in one line, before anything is written
     assert main(["extract", "--data", str(manifest), "--output", str(out), "--train-config", str(train_yaml),
                  *scan_flags, "--set", "faces.crop_size=224"]) == 2
@@ -99,6 +124,7 @@ def test_extract_cuts_the_crops_the_training_config_names(tiny_set, tmp_path, ca
     assert read_crop_spec(str(out)) == spec
     rows = pq.read_table(str(out / "faces")).to_pylist()
     assert {r["uri"] for r in rows} == {i.uri for i in chosen} and {r["crop_size"] for r in rows} == {96}
+    assert {r["uri"]: r["split"] for r in rows} == splits(seed)
     # each crop is the box crop of its decoded frame at the recorded box (PNG is lossless)
     for row in (rows[0], rows[-1]):
         frame = DecordDecoder(row["uri"], max_side=1920, max_pixels=10**8).read([row["frame_index"]]).frames[0]
@@ -117,18 +143,18 @@ def test_read_crop_spec_of_older_and_broken_face_tables(tmp_path):
     assert "\n" not in str(info.value)
 
 
-def _tiny_config(faces_dir, out, **overrides) -> TrainConfig:
-    base = [
+def _tiny(faces_dir, out, *more) -> list[str]:
+    """Settings of a quick training run on the tiny face table (64 px crops, one frame epoch)."""
+    return [
         f"data.faces={faces_dir}", f"output={out}", "model.input_size=64", "model.dropout=0.0",
         "frame.epochs=1", "frame.batch_size=8", "frame.workers=0", "data.frames_per_track=4",
         "data.val_frames_per_track=4", "sequence.epochs=3", "sequence.hidden_dim=16", "device=cpu",
-        "frame.contrastive_weight=0.1", "model.manipulation_head=true",
+        "frame.contrastive_weight=0.1", "model.manipulation_head=true", *more,
     ]
-    return load_config(TrainConfig, None, base + [f"{k}={v}" for k, v in overrides.items()])
 
 
 def test_train_writes_a_scan_checkpoint_and_resumes(faces_dir, tmp_path):
-    path = run_train(_tiny_config(faces_dir, tmp_path, **{"frame.ema_decay": 0.9}))
+    path = _train(*_tiny(faces_dir, tmp_path, "frame.ema_decay=0.9", "seed=3"))
     loaded = load_checkpoint(path)
     card = loaded.card
     lines = [json.loads(l) for l in (tmp_path / "metrics.jsonl").read_text().splitlines()]
@@ -155,13 +181,17 @@ def test_train_writes_a_scan_checkpoint_and_resumes(faces_dir, tmp_path):
     assert [l["epoch"] for l in lines if l["stage"] == "frame"] == [1]
     assert any(l["stage"] == "sequence" for l in lines) and lines[-1]["stage"] == "calibration"
     assert (tmp_path / "config.yaml").exists() and (tmp_path / "state.pt").exists()
-    # resume: one more frame epoch, continuing where the state file left off
+    # --set seed=3 is the run's seed: in the effective config, the card and the state file
     state = torch.load(tmp_path / "state.pt", weights_only=True)
+    assert card.training["config"]["seed"] == state["config"]["seed"] == 3
+    assert load_config(TrainConfig, str(tmp_path / "config.yaml")).seed == 3
+    # --resume: one more frame epoch, continuing where the state file left off
     assert int(state["ema"]["n_averaged"]) > 0  # the weight average travels with the state
-    run_train(_tiny_config(faces_dir, tmp_path, **{"frame.epochs": 2, "frame.ema_decay": 0.9,
-                                                   "resume": tmp_path / "state.pt"}))
+    _train(*_tiny(faces_dir, tmp_path, "frame.epochs=2", "frame.ema_decay=0.9", "seed=3"),
+           resume=tmp_path / "state.pt")
     lines = [json.loads(l) for l in (tmp_path / "metrics.jsonl").read_text().splitlines()]
     assert [l["epoch"] for l in lines if l["stage"] == "frame"] == [1, 2]
+    assert load_config(TrainConfig, str(tmp_path / "config.yaml")).resume == str(tmp_path / "state.pt")
 
 
 def test_one_epoch_lowers_the_training_loss(faces_dir):
@@ -178,7 +208,8 @@ def test_one_epoch_lowers_the_training_loss(faces_dir):
     def mean_loss():
         model.train()  # batch statistics, as in training
         with torch.no_grad():
-            losses = [float(loss_fn(model(preprocess(c))["logits"], None, y)["loss"]) * len(y) for c, y, _ in loader]
+            losses = [float(loss_fn(model(preprocess(b.crops))["logits"], None, b.targets)["loss"]) * len(b)
+                      for b in loader]
         return sum(losses) / len(samples)
 
     before = mean_loss()
@@ -270,10 +301,10 @@ def test_metrics_label_each_verdict_with_its_own_threshold():
 
 def test_evaluate_command_writes_metrics(faces_dir, tiny_set, tmp_path, capsys):
     data, _ = tiny_set
-    checkpoint = run_train(_tiny_config(faces_dir, tmp_path / "train"))
+    checkpoint = _train(*_tiny(faces_dir, tmp_path / "train"))
     out = tmp_path / "metrics.json"
     code = main(["evaluate", "--checkpoint", checkpoint, "--data", str(data / "manifest.csv"), "--split", "test",
-                 "--output", str(out), *[a for o in FAST_SCAN for a in ("--set", o)]])
+                 "--output", str(out), *FAST_SCAN])
     assert code == 0
     metrics = json.loads(out.read_text())
     assert metrics["split"] == "test" and metrics["videos"] >= 2
@@ -290,7 +321,7 @@ def test_evaluate_command_writes_metrics(faces_dir, tiny_set, tmp_path, capsys):
 def test_fine_tuning_starts_from_a_checkpoints_weights(tmp_path):
     from models.card import ModelCard
     from models.checkpoint import save_checkpoint
-    from pipeline.train import _initial_frame_model
+    from pipeline.frame_stage import initial_frame_model
 
     torch.manual_seed(3)
     start = FrameModel("efficientnet-b0")
@@ -298,14 +329,14 @@ def test_fine_tuning_starts_from_a_checkpoints_weights(tmp_path):
     save_checkpoint(str(tmp_path / "start.pt"), card, start)
     config = load_config(TrainConfig, None, [f"model.init={tmp_path / 'start.pt'}", "model.manipulation_head=true"])
     target = ModelCard(name="t", frame_arch="efficientnet-b0", input_size=64, manipulation_classes=("a", "b"))
-    model = _initial_frame_model(config, target)
+    model = initial_frame_model(config, target)
     mine, theirs = model.state_dict(), start.state_dict()
     assert torch.equal(mine["backbone._conv_stem.weight"], theirs["backbone._conv_stem.weight"])
     assert torch.equal(mine["head.weight"], theirs["head.weight"])
     assert model.manipulation_head is not None  # a head the start did not have begins afresh
     wrong = load_config(TrainConfig, None, [f"model.init={tmp_path / 'start.pt'}", "model.arch=efficientnet-b1"])
     with pytest.raises(ValueError, match="efficientnet-b0 checkpoint"):
-        _initial_frame_model(wrong, ModelCard(name="t", frame_arch="efficientnet-b1", input_size=64))
+        initial_frame_model(wrong, ModelCard(name="t", frame_arch="efficientnet-b1", input_size=64))
 
 
 # --- calibration through the scan's own code, on a synthetic face table ---------------------
@@ -318,7 +349,7 @@ def _synthetic_faces(root, crop: CropSpec = CropSpec("aligned", 32), frames: int
     import pyarrow.parquet as pq
 
     from models.preprocess import encode_crop
-    from pipeline.extract import write_crop_spec
+    from pipeline.crop_record import write_crop_spec
 
     size = crop.size
     rng = np.random.default_rng(0)
@@ -347,13 +378,13 @@ def _synthetic_faces(root, crop: CropSpec = CropSpec("aligned", 32), frames: int
     return str(root)
 
 
-def _synthetic_config(faces, out, *overrides) -> TrainConfig:
-    base = [f"data.faces={faces}", f"output={out}", "model.input_size=32", "model.dropout=0.0", "device=cpu",
+def _synthetic(faces, out, *more) -> list[str]:
+    """Settings of a quick training run on a synthetic face table (32 px crops, no augmentation)."""
+    return [f"data.faces={faces}", f"output={out}", "model.input_size=32", "model.dropout=0.0", "device=cpu",
             "frame.epochs=2", "frame.batch_size=8", "frame.workers=0", "frame.lr=0.003", "frame.ema_decay=0.5",
             "data.frames_per_track=4", "data.val_frames_per_track=4", "data.max_tracks_per_video=1",
             "sequence.epochs=4", "sequence.hidden_dim=8", "augment.sbi_p=0", "augment.blur_p=0",
-            "augment.jpeg_p=0", "augment.downscale_p=0", "augment.color_jitter_p=0"]
-    return load_config(TrainConfig, None, base + list(overrides))
+            "augment.jpeg_p=0", "augment.downscale_p=0", "augment.color_jitter_p=0", *more]
 
 
 def _scan_scores(path: str, faces: str):
@@ -362,7 +393,6 @@ def _scan_scores(path: str, faces: str):
 
     from models.device import resolve_device
     from models.inference import FramePredictor
-    from pipeline.train import group_tracks, read_faces
     from transforms.aggregate import AggregateVerdictsFn
     from transforms.elements import OK, ExtractedMedia, FaceScore, FaceTrackCrops, MediaInfo, ScoredMedia
     from transforms.verdicts import RunInfo
@@ -370,9 +400,12 @@ def _scan_scores(path: str, faces: str):
     frames = FramePredictor(load_checkpoint(path), resolve_device("cpu"), precision="fp32")
     fn = AggregateVerdictsFn(path, "max", RunInfo("calibration-check", "m", None, "0", threshold=0.5))
     fn.setup()
-    by_video = {}
-    for meta, track in group_tracks(read_faces(faces))["val"]:
-        by_video.setdefault(meta["video_id"], (meta, []))[1].append(track)
+    by_video = {}  # video id -> (a row, its tracks' rows in frame order, tracks in id order)
+    rows = pq.read_table(f"{faces}/faces").to_pylist()
+    for row in sorted((r for r in rows if r["split"] == "val"), key=lambda r: (r["track_id"], r["frame_index"])):
+        meta, tracks = by_video.setdefault(row["video_id"], (row, {}))
+        tracks.setdefault(row["track_id"], []).append(row)
+    by_video = {v: (meta, list(tracks.values())) for v, (meta, tracks) in by_video.items()}
     scores, labels, aggregators = [], [], set()
     for video_id, (meta, tracks) in sorted(by_video.items()):
         elements, faces_scores = [], []
@@ -406,7 +439,7 @@ def test_calibration_scores_validation_as_the_scan_does(tmp_path, aggregator):
         crop = CropSpec("box", 32, box_margins=BOX_MARGINS)
         overrides += ["sequence.enabled=false", "model.crop_policy=box", "model.box_margins=[0.1,0.2,0.1,0.0]"]
     faces = _synthetic_faces(tmp_path / "faces", crop)
-    path = run_train(_synthetic_config(faces, tmp_path / "train", *overrides))
+    path = _train(*_synthetic(faces, tmp_path / "train", *overrides))
     card = load_checkpoint(path).card
     assert card.crop == crop
     scores, labels, aggregators = _scan_scores(path, faces)
@@ -430,9 +463,15 @@ def test_calibration_scores_validation_as_the_scan_does(tmp_path, aggregator):
     assert logit(card.threshold) == pytest.approx((logit(reals.max()) + logit(fakes.min())) / 2, abs=1e-4)
 
 
-def test_training_stops_in_one_line_when_the_crops_are_not_the_configs(tmp_path):
-    from pipeline.config import ConfigError
-    from pipeline.extract import write_crop_spec
+def test_training_stops_in_one_line_when_the_crops_are_not_the_configs(tmp_path, capsys):
+    from pipeline.crop_record import write_crop_spec
+
+    def stops(*settings: str) -> str:
+        assert main(["train", *_set(*_synthetic(faces, tmp_path / "train", *settings))]) == 2
+        err = capsys.readouterr().err.strip()
+        assert err.startswith("deepfake-scan: error: ") and len(err.splitlines()) == 1
+        assert not (tmp_path / "train").exists()  # stopped before any work
+        return err
 
     faces = _synthetic_faces(tmp_path / "faces")
     cases = [
@@ -443,16 +482,11 @@ def test_training_stops_in_one_line_when_the_crops_are_not_the_configs(tmp_path)
     ]
     for spec, message in cases:
         write_crop_spec(faces, spec)
-        with pytest.raises(ConfigError, match=message) as caught:
-            run_train(_synthetic_config(faces, tmp_path / "train"))
-        assert "\n" not in str(caught.value)
-        assert not (tmp_path / "train").exists()  # stopped before any work
+        assert message in stops()
     # Box crops, as the config says, but self-blending needs the aligned template.
     write_crop_spec(faces, CropSpec("box", 32, box_margins=BOX_MARGINS))
-    config = _synthetic_config(faces, tmp_path / "train", "model.crop_policy=box",
-                               "model.box_margins=[0.1,0.2,0.1,0.0]", "augment.sbi_p=0.5")
-    with pytest.raises(ConfigError, match="augment.sbi_p=0.5 self-blends on the aligned face template"):
-        run_train(config)
+    assert "augment.sbi_p=0.5 self-blends on the aligned face template" in stops(
+        "model.crop_policy=box", "model.box_margins=[0.1,0.2,0.1,0.0]", "augment.sbi_p=0.5")
 
 
 def test_imagenet_start_loads_the_backbone_and_its_normalisation(monkeypatch):
@@ -461,7 +495,7 @@ def test_imagenet_start_loads_the_backbone_and_its_normalisation(monkeypatch):
 
     from models import pretrained
     from models.card import ModelCard
-    from pipeline.train import _initial_frame_model, _normalisation
+    from pipeline.frame_stage import initial_frame_model, normalisation
 
     loaded = []
     monkeypatch.setattr(pretrained, "load_imagenet_backbone", lambda model: loaded.append(model) or model)
@@ -469,11 +503,11 @@ def test_imagenet_start_loads_the_backbone_and_its_normalisation(monkeypatch):
                         lambda arch: SimpleNamespace(mean=(0.5, 0.5, 0.5), std=(0.25, 0.25, 0.25)))
     monkeypatch.setattr(pretrained, "list_pretrained", lambda: ["efficientnet-b0"])
     config = load_config(TrainConfig, None, ["model.pretrained=imagenet"])
-    assert _normalisation(config) == ((0.5, 0.5, 0.5), (0.25, 0.25, 0.25))
+    assert normalisation(config) == ((0.5, 0.5, 0.5), (0.25, 0.25, 0.25))
     card = ModelCard(name="t", frame_arch="efficientnet-b0", input_size=32, mean=(0.5,) * 3, std=(0.25,) * 3)
-    model = _initial_frame_model(config, card)
+    model = initial_frame_model(config, card)
     assert loaded == [model]
     plain = load_config(TrainConfig, None, [])
-    assert _normalisation(plain) == ((0.485, 0.456, 0.406), (0.229, 0.224, 0.225))
-    _initial_frame_model(plain, card)
+    assert normalisation(plain) == ((0.485, 0.456, 0.406), (0.229, 0.224, 0.225))
+    initial_frame_model(plain, card)
     assert len(loaded) == 1
