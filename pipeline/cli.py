@@ -261,7 +261,7 @@ def main(argv: Optional[Sequence[str]] = None, test_pipeline=None) -> int:
     from models.checkpoint import CheckpointError
     from models.device import DeviceUnavailableError
     from pipeline.config import ConfigError
-    from pipeline.inputs import InputError
+    from transforms.manifests import InputError
     from pipeline.options import split_beam_args
     from pipeline.report import ReportError
     from pipeline.scan import OutputError
@@ -305,11 +305,12 @@ def _scan(args, beam_args: list[str], test_pipeline) -> int:
     plan = prepare_scan(
         args.inputs, args.output, config, output_root=args.output_root, skip_scanned=args.skip_scanned
     )
-    logger.info("scan %s: %d inputs -> %s", plan.run.scan_id, len(plan.inputs), plan.verdicts_dir)
+    logger.info("scan %s: %s -> %s", plan.run.scan_id, ", ".join(s.spec for s in plan.specs), plan.verdicts_dir)
     options = pipeline_options(beam_args)
-    run_scan(plan, options, test_pipeline=test_pipeline)
+    result = run_scan(plan, options, test_pipeline=test_pipeline)
     if is_dry_run(options):
-        print(f"dry run: scan {plan.run.scan_id} of {len(plan.inputs)} inputs translated into a job; nothing ran")
+        print(f"dry run: scan {plan.run.scan_id} of {len(plan.specs)} input spec(s) translated into a job graph "
+              f"of {getattr(result, 'graph_bytes', 0) / 1024:.1f} KB; nothing ran")
     elif not args.quiet:
         print(summarize(plan.verdicts_dir))
     return 0

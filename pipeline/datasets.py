@@ -9,7 +9,7 @@ Official splits are used when the folder has them; otherwise a group's split
 comes from :func:`pipeline.splits.assign_splits` (a hash of the group and the
 seed). ``extract`` and ``evaluate`` both default to ``DEFAULT_SPLIT_SEED`` and
 the default fractions, so a video hashed into ``test`` by one is in ``test``
-for the other. Manifests are read by :mod:`pipeline.manifests`, the scan's
+for the other. Manifests are read by :mod:`transforms.manifests`, the scan's
 reader too. Folders are listed once per pattern and no video is opened, so
 100k-file datasets on a bucket list fast.
 """
@@ -28,8 +28,7 @@ import fsspec
 
 from models.labels import FAKE, REAL
 from pipeline.config import InputsConfig
-from pipeline.inputs import media_type_of
-from pipeline.manifests import InputError, canonical_uri, is_manifest, read_manifest
+from transforms.manifests import InputError, canonical_uri, is_manifest, read_manifest
 from pipeline.splits import (
     DEFAULT_SPLIT_SEED,
     DEFAULT_TEST_FRACTION,
@@ -389,7 +388,7 @@ def _read_json(fs, spec: str, kind: type):
 
 
 def _is_video(path: str) -> bool:
-    return media_type_of(path, _MEDIA) == "video"
+    return _MEDIA.media_type(path) == "video"
 
 
 def _stem(path: str) -> str:

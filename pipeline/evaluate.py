@@ -26,8 +26,7 @@ import numpy as np
 from models.metrics import binary_report, roc_auc
 from pipeline.config import ScanConfig
 from pipeline.datasets import LabelledVideo, load_dataset
-from pipeline.inputs import media_type_of
-from pipeline.manifests import InputError
+from transforms.manifests import InputError
 from pipeline.scan import plan_scan, run_scan
 from pipeline.splits import DEFAULT_SPLIT_SEED, DEFAULT_TEST_FRACTION, DEFAULT_VAL_FRACTION, SPLITS, TEST
 from transforms.tables import read_table
@@ -207,7 +206,7 @@ def run_evaluate(
     if checkpoint:
         config.model.checkpoint = checkpoint
     work_dir = work_dir or os.path.splitext(output)[0] + "_scan"
-    inputs = [MediaInput(v.uri, media_type_of(v.uri, config.inputs)) for v in videos]
+    inputs = [MediaInput(v.uri, config.inputs.media_type(v.uri)) for v in videos]
     plan = plan_scan(inputs, work_dir, config)
     logger.info("evaluating %s on %s; verdicts in %s", plan.checkpoint, selection.describe(), work_dir)
     run_scan(plan, options)

@@ -27,10 +27,11 @@ from models.checkpoint import CheckpointError, read_card
 from models.crops import CropSpec
 from pipeline.config import ScanConfig, dump_config
 from pipeline.history import scan_dir
-from pipeline.inputs import list_inputs
 from pipeline.options import local_workers, pipeline_options, threads_per_worker, with_worker_threads
 from transforms.aggregate import AggregateVerdicts
 from transforms.earlier_verdicts import EarlierVerdicts, SkipJudged
+from transforms.listing import InputSpec, ListInputs, check_spec
+from transforms.manifests import InputError
 from transforms.elements import MediaInput
 from transforms.extract import ExtractFaces
 from transforms.handler import FrameModelHandler
@@ -67,12 +68,13 @@ def new_scan_id(now: Optional[dt.datetime] = None) -> str:
 class ScanPlan:
     """Everything a scan needs, checked on the driver."""
 
-    inputs: tuple[MediaInput, ...]
+    inputs: tuple[MediaInput, ...]  # listed already (a data set's videos); else ``specs`` are listed by workers
     output_dir: str
     config: ScanConfig
     checkpoint: str
     run: RunInfo
     crop: CropSpec  # how faces are cut: the checkpoint card's
+    specs: tuple[InputSpec, ...] = ()  # INPUT arguments, checked; the workers list them
     skip_root: Optional[str] = None  # --skip-scanned: the root whose earlier scans the workers read
     aggregator: Optional[str] = None  # the card's: workers load the BiLSTM only when it is "bilstm"
     precision: Optional[str] = None  # the card's, when its weights must run in one precision
@@ -95,7 +97,10 @@ def prepare_scan(
     output_root: Optional[str] = None,
     skip_scanned: bool = False,
 ) -> ScanPlan:
-    """List inputs, read the checkpoint's card, and prepare the output folder.
+    """Check the input specs, read the checkpoint's card, and prepare the output folder.
+
+    The specs are only checked here (``transforms.listing.check_spec``); the
+    workers list them, so the job graph does not grow with the archive.
 
     With ``output_root`` instead of ``output_dir`` the scan goes to
     ``ROOT/scan_date=.../scan_id=.../``, and ``skip_scanned`` skips inputs whose
@@ -107,8 +112,10 @@ def prepare_scan(
         raise OutputError("give exactly one of --output and --output-root")
     if skip_scanned and output_root is None:
         raise OutputError("--skip-scanned needs --output-root (the scans to compare with live there)")
-    return plan_scan(list_inputs(specs, config.inputs), output_dir, config, output_root=output_root,
-                     skip_scanned=skip_scanned)
+    if not specs:
+        raise InputError("no input given")
+    checked = tuple(check_spec(spec) for spec in dict.fromkeys(specs))
+    return plan_scan((), output_dir, config, output_root=output_root, skip_scanned=skip_scanned, specs=checked)
 
 
 def plan_scan(
@@ -118,8 +125,9 @@ def plan_scan(
     *,
     output_root: Optional[str] = None,
     skip_scanned: bool = False,
+    specs: Sequence[InputSpec] = (),
 ) -> ScanPlan:
-    """``prepare_scan`` for inputs already listed (e.g. by a dataset adapter)."""
+    """``prepare_scan`` for inputs already listed (e.g. by a dataset adapter), or for checked ``specs``."""
     checkpoint = config.model.checkpoint or default_checkpoint()
     card, sha256 = read_card(checkpoint)
     config.faces.check_crop(card.crop, f"checkpoint {checkpoint}")
@@ -145,7 +153,7 @@ def plan_scan(
             "scanning with UNTRAINED weights: scores are meaningless until a trained checkpoint is "
             "given with --checkpoint (see README)"
         )
-    plan = ScanPlan(tuple(inputs), output_dir, config, checkpoint, run, card.crop,
+    plan = ScanPlan(tuple(inputs), output_dir, config, checkpoint, run, card.crop, specs=tuple(specs),
                     skip_root=output_root if skip_scanned else None, aggregator=card.aggregator,
                     precision=card.precision)
     try:
@@ -186,7 +194,10 @@ def build_scan_pipeline(pipeline: beam.Pipeline, plan: ScanPlan,
     config = with_worker_threads(plan.config, pipeline.options)
     if handler is None:
         handler = frame_model_handler(plan, config)
-    listed = pipeline | "ListedInputs" >> beam.Create(list(plan.inputs))
+    if plan.specs:
+        listed = pipeline | "ListInputs" >> ListInputs(plan.specs, config.inputs)
+    else:
+        listed = pipeline | "ListedInputs" >> beam.Create(list(plan.inputs))
     skipped = None
     if plan.skip_root:
         earlier = pipeline | "EarlierVerdicts" >> EarlierVerdicts(plan.skip_root, plan.run.checkpoint_sha256)
@@ -226,10 +237,13 @@ def run_scan(plan: ScanPlan, options=None, test_pipeline: Optional[beam.Pipeline
     started = dt.datetime.now(dt.timezone.utc)
     pipeline = test_pipeline or beam.Pipeline(options=options or pipeline_options([]))
     build_scan_pipeline(pipeline, plan)
+    graph_bytes = len(pipeline.to_runner_api().SerializeToString())
     result = pipeline.run()
     result.wait_until_finish()
     if is_dry_run(pipeline.options):
-        logger.info("dry run: the scan translated for %s; nothing ran", type(pipeline.runner).__name__)
+        logger.info("dry run: the scan translated for %s into a job graph of %.1f KB; nothing ran",
+                    type(pipeline.runner).__name__, graph_bytes / 1024)
+        result.graph_bytes = graph_bytes
         return result
     _remove_stale_staging(plan)
     _write_run_record(plan, started, {**_runner_facts(pipeline.options), **job_metrics(result)})
@@ -294,12 +308,19 @@ def _remove_stale_staging(plan: ScanPlan) -> None:
         fs.rm(path, recursive=True)
 
 
+def _counted_inputs(plan: ScanPlan, metrics: Optional[dict]) -> Optional[int]:
+    """How many inputs the job judged: the listing's counter (workers list), else the plan's list."""
+    if not plan.specs:
+        return len(plan.inputs)
+    return (metrics or {}).get("counters", {}).get("inputs_listed")
+
+
 def _write_run_record(plan: ScanPlan, started: dt.datetime, metrics: Optional[dict] = None) -> None:
     record = {
         "scan_id": plan.run.scan_id,
         "started_at": started.isoformat(),
         "finished_at": dt.datetime.now(dt.timezone.utc).isoformat(),
-        "inputs": len(plan.inputs),
+        "inputs": _counted_inputs(plan, metrics),
         "output_dir": plan.output_dir,
         "skip_scanned_under": plan.skip_root,
         "skipped_as_judged_before": {  # recognised by metadata (no byte read), or by content once hashed

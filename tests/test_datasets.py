@@ -13,7 +13,7 @@ import pyarrow.parquet as pq
 import pytest
 
 from pipeline.datasets import FAKE, REAL, SPLITS, TEST, TRAIN, VAL, LabelledVideo, load_dataset, split_summary
-from pipeline.manifests import InputError
+from transforms.manifests import InputError
 
 METHODS = ("Deepfakes", "Face2Face")
 

@@ -19,7 +19,7 @@ from models.families.edits import ATTRIBUTE_INPAINT, EXPRESSION_REENACT
 from models.families.mesh import face_mask, face_points, face_size, piecewise_affine_maps
 from models.families.registry import apply_family, family_names, get_family
 from models.families.swaps import GRAPHICS_SWAP, NEURAL_RENDER
-from pipeline.manifests import MANIFEST_COLUMNS
+from transforms.manifests import MANIFEST_COLUMNS
 from pipeline.synthetic.crossset import generate_cross_set, held_out_identities
 from pipeline.synthetic.portraits import FaceSource
 from pipeline.synthetic.trainset import generate_training_set, identity_splits

@@ -1,4 +1,5 @@
 """The scan job against a real GCS JSON API on loopback (gcp-storage-emulator), through gcsfs."""
+import json
 import logging
 import os
 import socket
@@ -81,7 +82,7 @@ def test_manifest_in_gs_with_a_missing_object(gcs):
     [
         (["gs://archive/videos/a.mp4", "--output", "gs://no-such-bucket/out"], "bucket 'no-such-bucket' does not exist"),
         (["gs://no-such-bucket/x.mp4", "--output", "gs://archive/scans/x"], "no such file or directory"),
-        (["gs://archive/nothing/*.mp4", "--output", "gs://archive/scans/x"], "pattern matched no media files"),
+        (["gs://archive/nothing/*.mp4", "--output", "gs://archive/scans/x"], "pattern matched nothing"),
     ],
 )
 def test_missing_buckets_and_objects_fail_in_one_line(gcs, capsys, args, message):
@@ -101,3 +102,23 @@ def test_report_from_gs_verdicts(gcs, tmp_path):
     page = out.read_text(encoding="utf-8")
     assert "gs://archive/videos/a.mp4" in page and "Grad-CAM of the most suspicious face" in page
     assert gcs.cat_file("archive/scans/glob/verdicts.csv").decode().count("\n") == 3
+
+
+def test_a_prefix_of_thousands_of_objects_is_listed_by_the_workers(gcs, tmp_path):
+    """2,000 empty videos in 20 folders, plus one real one: listed in the pipeline, a verdict row each."""
+    objects = {f"archive/many/batch{i // 100:02d}/clip{i:04d}.mp4": b"" for i in range(2000)}
+    objects["archive/many/readme.txt"] = b"not media"
+    gcs.pipe(objects)
+    gcs.put_file(str(_a_video(tmp_path)), "archive/many/real.mp4")
+    assert main(["scan", "gs://archive/many/", "--output", "gs://archive/scans/many", *FAST]) == 0
+    rows = _verdicts(gcs, "archive/scans/many")
+    assert len(rows) == 2001
+    assert rows["gs://archive/many/real.mp4"]["status"] == "ok"
+    empty = [r for uri, r in rows.items() if uri != "gs://archive/many/real.mp4"]
+    assert {r["status"] for r in empty} == {"unreadable"} and {r["error"] for r in empty} == {"empty file (0 bytes)"}
+    run = json.loads(gcs.cat_file("archive/scans/many/run.json"))
+    assert run["inputs"] == 2001  # counted by the workers that listed them
+
+
+def _a_video(tmp_path):
+    return write_video(tmp_path / "real.mp4", face_frames(12))

@@ -1,14 +1,39 @@
-"""Listing inputs: files, directories, globs, manifests and fsspec URLs."""
-import json
+"""Listing inputs: files, directories, globs, manifests and fsspec URLs.
 
+The driver checks each spec (``check_spec``); the workers list them
+(``ListInputs``). ``list_inputs`` below runs both, as a scan does, in a real
+pipeline, and returns what the listing produced.
+"""
+import json
+import threading
+
+import apache_beam as beam
 import fsspec
 import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
+from apache_beam.testing.test_pipeline import TestPipeline
 
 from pipeline.config import InputsConfig
-from pipeline.inputs import list_inputs
-from pipeline.manifests import InputError
+from transforms.listing import ListInputs, check_spec
+from transforms.manifests import InputError
+
+_LISTED: list = []
+_LOCK = threading.Lock()
+
+
+def _keep(item) -> None:
+    with _LOCK:
+        _LISTED.append(item)
+
+
+def list_inputs(specs, config: InputsConfig):
+    """The scan's listing of ``specs``: checked on the driver, expanded in a pipeline; sorted by URI."""
+    checked = [check_spec(spec) for spec in dict.fromkeys(specs)]
+    _LISTED.clear()
+    with TestPipeline() as p:
+        p | ListInputs(checked, config) | beam.Map(_keep)
+    return sorted(_LISTED, key=lambda item: item.uri)
 
 
 @pytest.fixture
@@ -56,9 +81,9 @@ def test_manifests(tree, fmt):
     else:
         pq.write_table(pa.Table.from_pylist(rows), path)
     items = list_inputs([str(path)], InputsConfig())
-    # relative URIs are resolved against the manifest's folder
-    assert uris(items) == [str(tree / "four.webm"), str(tree / "five.png")]
-    assert [i.media_type for i in items] == ["video", "image"]  # labels are the data set's, not the scan's
+    # relative URIs are resolved against the manifest's folder (the listing comes back sorted by URI)
+    assert uris(items) == [str(tree / "five.png"), str(tree / "four.webm")]
+    assert [i.media_type for i in items] == ["image", "video"]  # labels are the data set's, not the scan's
 
 
 def test_manifest_without_uri_column(tree):
@@ -86,13 +111,41 @@ def test_memory_urls():
 @pytest.mark.parametrize(
     "spec, message",
     [
-        ("{tree}/*.avi", "pattern matched no media files"),
+        ("{tree}/*.avi", "pattern matched nothing"),
         ("{tree}/missing.mp4", "no such file or directory"),
-        ("{tree}/empty", "no media files under"),
         ("{tree}/nope.csv", "no such file or directory"),
+        ("{tree}/four.webm/*.mp4", "pattern matched nothing"),
     ],
 )
 def test_clear_errors(tree, spec, message):
     (tree / "empty").mkdir()
     with pytest.raises(InputError, match=message):
         list_inputs([spec.format(tree=tree)], InputsConfig())
+
+
+def test_a_folder_without_media_lists_nothing(tree):
+    (tree / "empty").mkdir()
+    (tree / "empty" / "notes.txt").write_text("x")
+    assert list_inputs([str(tree / "empty")], InputsConfig()) == []
+
+
+def test_a_directory_named_like_a_media_file_is_skipped_and_a_broken_symlink_listed(tree):
+    (tree / "a" / "folder.mp4").mkdir()
+    (tree / "a" / "folder.mp4" / "inner.jpg").write_bytes(b"x")
+    (tree / "a" / "gone.mp4").symlink_to(tree / "nowhere.mp4")
+    listed = uris(list_inputs([str(tree / "a")], InputsConfig()))
+    assert str(tree / "a" / "folder.mp4") not in listed
+    assert str(tree / "a" / "folder.mp4" / "inner.jpg") in listed  # what is inside is still media
+    assert str(tree / "a" / "gone.mp4") in listed  # its row will say unreadable
+
+
+def test_a_large_manifest_is_read_in_splits_on_the_workers(tree, monkeypatch):
+    import transforms.manifests as manifests
+
+    monkeypatch.setattr(manifests, "SPLIT_BYTES", 64)  # a few rows per split
+    path = tree / "big.csv"
+    path.write_text("uri,label\n" + "".join(f"clips/v{i:03d}.mp4,real\n" for i in range(200)) + "four.webm,\n")
+    assert len(manifests.manifest_splits(str(path))) > 40
+    listed = uris(list_inputs([str(path)], InputsConfig()))
+    assert listed == sorted([str(tree / "clips" / f"v{i:03d}.mp4") for i in range(200)] + [str(tree / "four.webm")])
+

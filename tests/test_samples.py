@@ -14,7 +14,7 @@ import pytest
 
 from models.manipulate import manipulation_names
 from models.torchvision_compat import import_facenet_mtcnn
-from pipeline.manifests import MANIFEST_NAME
+from transforms.manifests import MANIFEST_NAME
 from pipeline.synthetic.filming import SampleItem
 from pipeline.synthetic.samples import generate_samples
 

@@ -147,7 +147,7 @@ def test_rerun_replaces_rows(sample_archive, tmp_path):
 @pytest.mark.parametrize(
     "args, message",
     [
-        (["scan", "{tmp}/nothing/*.mp4", "--output", "{tmp}/o"], "pattern matched no media files"),
+        (["scan", "{tmp}/nothing/*.mp4", "--output", "{tmp}/o"], "pattern matched nothing"),
         (["scan", "{tmp}/missing.mp4", "--output", "{tmp}/o"], "no such file or directory"),
         (["scan", "{still}", "--output", "{tmp}/o", "--set", "faces.crop_sise=1"], "unknown config key"),
         (["scan", "{still}", "--output", "{tmp}/o", "--config", "{tmp}/none.yaml"], "config file not found"),

@@ -1,4 +1,4 @@
-"""Settings of the scan's stages (decode, sampling, faces), and the validators every config shares.
+"""Settings of the scan's stages (inputs, decode, sampling, faces), and the validators every config shares.
 
 The stages in ``transforms/`` take these dataclasses; ``pipeline/config.py``
 composes them into the job's ``ScanConfig`` and loads them from YAML. They live
@@ -6,6 +6,7 @@ here, below the pipeline, so a stage never imports the job that runs it.
 """
 from __future__ import annotations
 
+import os
 from dataclasses import dataclass, field
 from typing import Optional, Sequence
 
@@ -157,3 +158,28 @@ class FacesConfig:
                 f"are {crop.describe()}: leave faces.crop_size and faces.margin unset (crops are always cut "
                 "as the model was trained, never resized)"
             )
+
+
+@dataclass
+class InputsConfig:
+    """Which files a directory or glob yields."""
+
+    video_extensions: list[str] = field(
+        default_factory=lambda: [".mp4", ".mov", ".m4v", ".avi", ".mkv", ".webm"]
+    )
+    image_extensions: list[str] = field(default_factory=lambda: [".jpg", ".jpeg", ".png", ".webp"])
+
+    def media_type(self, uri: str) -> Optional[str]:
+        """``video``, ``image``, or ``None`` for a file type the scanner does not handle (by extension)."""
+        ext = os.path.splitext(uri.split("?")[0])[1].lower()
+        if ext in self.video_extensions:
+            return "video"
+        if ext in self.image_extensions:
+            return "image"
+        return None
+
+    def validate(self) -> None:
+        for name in ("video_extensions", "image_extensions"):
+            for ext in getattr(self, name):
+                if not ext.startswith(".") or ext != ext.lower():
+                    raise ConfigError(f"inputs.{name}: '{ext}' must be lower case and start with '.'")

@@ -26,7 +26,7 @@ import numpy as np
 from models.families.mesh import face_mask
 from models.families.registry import apply_family, family_names, get_family
 from models.labels import FAKE, REAL
-from pipeline.manifests import MANIFEST_NAME, ManifestItem, write_manifest
+from transforms.manifests import MANIFEST_NAME, ManifestItem, write_manifest
 from pipeline.splits import DEFAULT_SPLIT_SEED, TEST
 from pipeline.synthetic.filming import SampleSpec, make_sample
 from pipeline.synthetic.portraits import FaceSource

@@ -13,7 +13,7 @@ import os
 import time
 
 from models.manipulate import FACE_SWAP, SELF_BLEND
-from pipeline.manifests import MANIFEST_COLUMNS, MANIFEST_NAME, write_manifest
+from transforms.manifests import MANIFEST_COLUMNS, MANIFEST_NAME, write_manifest
 from pipeline.synthetic.filming import SampleItem, SampleSpec, make_sample
 from pipeline.synthetic.portraits import FaceSource
 

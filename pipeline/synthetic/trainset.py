@@ -30,7 +30,7 @@ import skimage.data
 
 from models.labels import FAKE, REAL
 from models.manipulate import FACE_SWAP, SELF_BLEND
-from pipeline.manifests import MANIFEST_NAME, ManifestItem, write_manifest
+from transforms.manifests import MANIFEST_NAME, ManifestItem, write_manifest
 from pipeline.splits import DEFAULT_SPLIT_SEED, SHUFFLED, TEST, TRAIN, VAL, assign_splits
 from pipeline.synthetic.filming import SampleSpec, make_sample
 from pipeline.synthetic.portraits import (

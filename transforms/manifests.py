@@ -99,20 +99,25 @@ def manifest_rows(spec: str) -> Iterator[ManifestRow]:
     Raises:
         InputError: The manifest cannot be read, has no ``uri`` column, or a row has an empty uri.
     """
+    yield from _manifest_rows(spec, enumerate(read_rows(spec), 1))
+
+
+def _manifest_rows(spec: str, numbered: Iterable[tuple[Optional[int], dict]]) -> Iterator[ManifestRow]:
     try:
         fs, path = fsspec.core.url_to_fs(spec)
     except (ValueError, ImportError) as e:
         raise InputError(f"cannot open '{spec}': {e}") from None
     folder = posixpath.dirname(path.rstrip("/"))
-    for number, raw in enumerate(read_rows(spec), 1):
+    for number, raw in numbered:
+        where = f"row {number}" if number else "a row"
         cells = {str(key): "" if value is None else str(value).strip()
                  for key, value in raw.items() if key is not None}
         if "uri" not in cells:
-            raise InputError(f"manifest {spec} has no 'uri' column (row {number} has: "
+            raise InputError(f"manifest {spec} has no 'uri' column ({where} has: "
                              f"{', '.join(sorted(cells)) or 'no columns'})")
         if not cells["uri"]:
-            raise InputError(f"manifest {spec}: row {number} has an empty uri")
-        yield ManifestRow(spec, number, resolve_uri(cells["uri"], fs, folder), cells)
+            raise InputError(f"manifest {spec}: {where} has an empty uri")
+        yield ManifestRow(spec, number or 0, resolve_uri(cells["uri"], fs, folder), cells)
 
 
 def resolve_uri(written: str, fs, folder: str) -> str:
@@ -176,3 +181,99 @@ def write_manifest(path: str, items: Iterable, columns: Sequence[str] = MANIFEST
         writer = csv.writer(handle, lineterminator="\n")
         writer.writerow(columns)
         writer.writerows([getattr(item, column) for column in columns] for item in items)
+
+
+# ---------------------------------------------------------------- splits, for reading on workers
+
+# A CSV or JSON-lines manifest larger than this is read in byte ranges of this size,
+# each on its own worker. Rows are found by line: a CSV whose quoted cells hold line
+# breaks must stay under this size (it is then read whole, by the csv module).
+SPLIT_BYTES = 32 << 20
+
+
+def manifest_header(spec: str) -> list[str]:
+    """A manifest's column names, read from its first row or schema; it must have ``uri``.
+
+    What the driver checks before a scan starts: the file opens, parses, and names a uri column.
+    """
+    lower = spec.lower()
+    try:
+        if lower.endswith(".parquet"):
+            import pyarrow.parquet as pq
+
+            with fsspec.open(spec, "rb") as f:
+                columns = list(pq.read_schema(f).names)
+        else:
+            first = next(iter(read_rows(spec)), None)
+            if first is None:
+                raise InputError(f"manifest {spec} lists no media")
+            columns = [str(k) for k in first if k is not None]
+    except InputError:
+        raise
+    except FileNotFoundError:
+        raise InputError(f"manifest not found: {spec}") from None
+    except (ValueError, OSError) as e:
+        raise InputError(f"cannot read manifest {spec}: {(str(e).splitlines() or [type(e).__name__])[0]}") from None
+    if "uri" not in columns:
+        raise InputError(f"manifest {spec} has no 'uri' column (it has: {', '.join(columns) or 'no columns'})")
+    return columns
+
+
+def manifest_splits(spec: str, split_bytes: Optional[int] = None) -> list[tuple[int, int]]:
+    """``(start, end)`` pieces of a manifest that workers read independently (``split_rows``).
+
+    A Parquet file splits by row group (``start`` is the group's index), a text
+    manifest by byte range (a row belongs to the range its first byte is in).
+    """
+    fs, path = fsspec.core.url_to_fs(spec)
+    if spec.lower().endswith(".parquet"):
+        import pyarrow.parquet as pq
+
+        with fs.open(path, "rb") as f:
+            return [(g, g + 1) for g in range(pq.ParquetFile(f).num_row_groups)]
+    split_bytes = split_bytes or SPLIT_BYTES
+    size = fs.size(path)
+    if size <= split_bytes:
+        return [(0, size)]
+    return [(start, min(start + split_bytes, size)) for start in range(0, size, split_bytes)]
+
+
+def split_rows(spec: str, start: int, end: int) -> Iterator[ManifestRow]:
+    """The rows of one piece of a manifest (see ``manifest_splits``), uris resolved."""
+    lower = spec.lower()
+    if lower.endswith(".parquet"):
+        import pyarrow.parquet as pq
+
+        with fsspec.open(spec, "rb") as f:
+            rows = pq.ParquetFile(f).read_row_group(start).to_pylist()
+        yield from _manifest_rows(spec, ((None, row) for row in rows))
+        return
+    fs, path = fsspec.core.url_to_fs(spec)
+    if start == 0 and end >= fs.size(path):  # the whole file: the csv module handles every quoting
+        yield from manifest_rows(spec)
+        return
+    yield from _manifest_rows(spec, ((None, row) for row in _text_range(spec, start, end)))
+
+
+def _text_range(spec: str, start: int, end: int) -> Iterator[dict]:
+    """The rows of a CSV or JSON-lines manifest whose lines start in ``[start, end)``."""
+    jsonl = spec.lower().endswith(".jsonl")
+    with fsspec.open(spec, "rb") as f:
+        header = None if jsonl else next(csv.reader([f.readline().decode("utf-8")]))
+        if start > 0:
+            f.seek(start - 1)
+            f.readline()  # the rest of the line that started in the previous range
+        while f.tell() < end:
+            line = f.readline()
+            if not line:
+                break
+            text = line.decode("utf-8")
+            if not text.strip():
+                continue
+            if jsonl:
+                row = json.loads(text)
+                if not isinstance(row, dict):
+                    raise InputError(f"manifest {spec}: a row is a JSON {type(row).__name__}, not an object")
+                yield row
+            else:
+                yield dict(zip(header, next(csv.reader([text]))))
