@@ -23,11 +23,12 @@ import numpy as np
 from models.align import face_template
 from models.crops import CropSpec
 from models.face_mask import MASK_OUTLINES
+from models.labels import FAKE_INDEX as FAKE
+from models.labels import REAL_INDEX as REAL
 from models.manipulate import SELF_BLEND, BlendParams, BlendVariety, blend_face
 
 logger = logging.getLogger(__name__)
 
-REAL, FAKE = 0, 1
 _PROBABILITIES = ("flip_p", "color_jitter_p", "downscale_p", "blur_p", "jpeg_p", "sbi_p",
                   "sbi_mask_deform_p", "sbi_misalign_p", "sbi_color_p", "sbi_sharpness_p",
                   "sbi_resample_p", "sbi_jpeg_p", "sbi_full_blend_p")

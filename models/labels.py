@@ -12,6 +12,7 @@ from typing import Optional
 REAL = "real"
 FAKE = "fake"
 CLASSES = (REAL, FAKE)  # logit order of the frame model
+REAL_INDEX, FAKE_INDEX = CLASSES.index(REAL), CLASSES.index(FAKE)  # a label as a training target
 
 
 def class_index(label: str) -> int:
