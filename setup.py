@@ -28,6 +28,7 @@ INSTALL_REQUIRES = [
     "requests>=2.32,<3",
     "tqdm>=4.66",
     "matplotlib>=3.8,<4",  # report figures
+    "pyseccomp>=0.1.2,<0.2; sys_platform == 'linux'",  # the decoder child's syscall filter (decode.containment)
 ]
 
 setup(

@@ -265,6 +265,7 @@ def main(argv: Optional[Sequence[str]] = None, test_pipeline=None) -> int:
     from pipeline.options import split_beam_args
     from pipeline.report import ReportError
     from pipeline.scan import OutputError
+    from transforms.containment import ContainmentError
 
     parser, parsers = build_parser()
     own_flags = {flag for p in parsers.values() for flag in _own_flags(p)} | set(_own_flags(parser))
@@ -285,7 +286,8 @@ def main(argv: Optional[Sequence[str]] = None, test_pipeline=None) -> int:
             return _train(args)
         if args.command == "report":
             return _report(args)
-    except (ConfigError, InputError, CheckpointError, OutputError, DeviceUnavailableError, ReportError) as e:
+    except (ConfigError, InputError, CheckpointError, OutputError, DeviceUnavailableError, ReportError,
+            ContainmentError) as e:
         print(f"deepfake-scan: error: {e}", file=sys.stderr)
         return 2
     parser.error(f"unknown command {args.command}")

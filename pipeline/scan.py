@@ -31,6 +31,7 @@ from pipeline.options import local_workers, pipeline_options, threads_per_worker
 from transforms.aggregate import AggregateVerdicts
 from transforms.earlier_verdicts import EarlierVerdicts, SkipJudged
 from transforms.listing import InputSpec, ListInputs, check_spec
+from transforms.sandbox import DecoderSandbox
 from transforms.manifests import InputError
 from transforms.elements import MediaInput
 from transforms.extract import ExtractFaces
@@ -236,6 +237,7 @@ def run_scan(plan: ScanPlan, options=None, test_pipeline: Optional[beam.Pipeline
     """Run a prepared scan to completion and record what ran beside the verdicts."""
     started = dt.datetime.now(dt.timezone.utc)
     pipeline = test_pipeline or beam.Pipeline(options=options or pipeline_options([]))
+    containment = decoder_containment(plan.config, pipeline.options)
     build_scan_pipeline(pipeline, plan)
     graph_bytes = len(pipeline.to_runner_api().SerializeToString())
     result = pipeline.run()
@@ -246,8 +248,33 @@ def run_scan(plan: ScanPlan, options=None, test_pipeline: Optional[beam.Pipeline
         result.graph_bytes = graph_bytes
         return result
     _remove_stale_staging(plan)
-    _write_run_record(plan, started, {**_runner_facts(pipeline.options), **job_metrics(result)})
+    _write_run_record(plan, started, {**_runner_facts(pipeline.options), "decode_containment": containment,
+                                      **job_metrics(result)})
     return result
+
+
+def decoder_containment(config: ScanConfig, options) -> dict:
+    """The decoder child's containment where this scan decodes (README, Security).
+
+    Locally the workers are this machine: a child is started once to see which
+    layers the kernel and container allow, and under ``decode.containment:
+    strict`` a missing layer stops the scan here (``ContainmentError``), before
+    any input is read. Elsewhere each worker checks for itself when its DoFn
+    starts (and logs the layers), so the driver only records the level.
+    """
+    from apache_beam.options.pipeline_options import StandardOptions
+
+    level = config.decode.containment
+    runner = str(options.view_as(StandardOptions).runner or "DirectRunner").split(".")[-1].lower()
+    if is_dry_run(options) or runner not in ("directrunner", "direct", "switchingdirectrunner"):
+        return {"level": level, "checked_on": "workers"}
+    if not config.decode.isolate:
+        return {"level": level, "active": {}, "missing": {"all": "decode.isolate is false: decoding in-process"}}
+    sandbox = DecoderSandbox(config.decode.timeout_s, config.decode.memory_mb, containment=level)
+    try:
+        return sandbox.containment_layers()
+    finally:
+        sandbox.shutdown()
 
 
 def _runner_facts(options) -> dict:

@@ -74,12 +74,14 @@ def write_video(
     container_options: Optional[dict] = None,
     rotation: int = 0,
     pts: Optional[Sequence[int]] = None,
+    metadata: Optional[dict] = None,
 ) -> Path:
-    """Encode RGB frames with PyAV; ``pts`` (in 1/1000 s) makes a variable frame rate."""
+    """Encode RGB frames with PyAV; ``pts`` (in 1/1000 s) makes a variable frame rate; ``metadata``: container tags."""
     import av
 
     height, width = frames[0].shape[:2]
     with _keep_scheduling(), av.open(str(path), "w", options=container_options or {}) as container:
+        container.metadata.update(metadata or {})
         stream = container.add_stream(codec, rate=FPS)
         stream.width, stream.height, stream.pix_fmt = width, height, pix_fmt
         stream.options = options or {}

@@ -4,15 +4,11 @@ import pytest
 
 from tests.awkward_corpus import face_frames, write_video
 from tests.conftest import decode_all_pyav
-from transforms.decoders import (
-    DecordDecoder,
-    PillowDecoder,
-    PyAVDecoder,
-    decoder_class,
-    fit_size,
-    repeated_frames,
-    rotate,
-)
+from transforms.clips import Clip, HeldClip, fit_size, repeated_frames, rotate
+from transforms.decoders import decoder_class
+from transforms.decord_decoder import DecordDecoder
+from transforms.pillow_decoder import PillowDecoder
+from transforms.pyav_decoder import PyAVDecoder
 from transforms.media import MediaError
 
 LIMITS = dict(max_side=1920, max_pixels=10**8)
@@ -73,7 +69,7 @@ def test_large_frames_are_downscaled_inside_the_decoder(cls, videos):
 def test_decord_reads_a_clip_forward_with_the_frames_get_batch_gives(videos, monkeypatch):
     import decord
 
-    import transforms.decoders as decoders
+    import transforms.decord_decoder as decoders
 
     wanted = list(range(13, 29))  # starts between keyframes: the seek must land exactly
     reference = decord.VideoReader(str(videos["plain"]), ctx=decord.cpu(0)).get_batch(wanted).asnumpy()
@@ -153,7 +149,6 @@ def test_helpers():
 
 def test_held_clip_cuts_box_crops_from_its_frames():
     from models.crops import CropSpec, cut_box_crop
-    from transforms.decoders import Clip, HeldClip
 
     frames = np.random.default_rng(0).integers(0, 256, (3, 90, 160, 3), dtype=np.uint8)
     held = HeldClip(Clip(frames, [0.0, 0.04, 0.08], [0, 1, 2]))

@@ -8,7 +8,7 @@ from models.crops import CropSpec, cut_box_crop
 from models.faces import FaceDetector
 from pipeline.config import DecodeConfig, ScanConfig
 from transforms.elements import MediaInput
-from transforms.extract import FaceExtractor
+from transforms.face_extractor import FaceExtractor
 from transforms.media import MediaError, sample_clips
 from transforms.sandbox import DecoderSandbox
 
@@ -86,7 +86,7 @@ def test_the_decoder_runs_at_normal_priority_under_a_real_time_worker_thread(mov
             return
         with DecoderSandbox(timeout_s=30) as sandbox:
             sandbox.open("pyav", str(moving_face_video), **LIMITS)
-            seen["child"] = os.sched_getscheduler(sandbox._proc.pid)
+            seen["child"] = os.sched_getscheduler(sandbox._transport.pid)
             sandbox.close_input()
 
     thread = threading.Thread(target=worker)

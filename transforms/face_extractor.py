@@ -70,8 +70,10 @@ class FaceExtractor:
         self.crop = crop
         self.decode = decode or DecodeConfig()
         self.sandbox = sandbox or DecoderSandbox(
-            self.decode.timeout_s, self.decode.memory_mb, isolate=self.decode.isolate
+            self.decode.timeout_s, self.decode.memory_mb, isolate=self.decode.isolate,
+            containment=self.decode.containment,
         )
+        self.scorer = scorer
         self.stage_seconds: dict[str, float] = {}
 
     def extract(self, item: MediaInput) -> ExtractedMedia:

@@ -74,6 +74,8 @@ class DecodeConfig:
     max_file_mb: float = 20480.0  # larger files are refused before reading: status too_large
     max_duration_s: float = 14400.0  # longer videos are refused: status too_large
     threads: int = 0  # decoding threads per decoder process; 0: the decoder's default (decord 1, FFmpeg per core)
+    # strict | best_effort | off: how much of the decoder child's containment is demanded (README, Security)
+    containment: str = "best_effort"
 
     def validate(self) -> None:
         from transforms.decoders import validate_decoder_name
@@ -94,6 +96,11 @@ class DecodeConfig:
         check_positive("decode.max_file_mb", self.max_file_mb)
         check_positive("decode.max_duration_s", self.max_duration_s)
         check_non_negative("decode.threads", self.threads)
+        from transforms.containment import LEVELS, STRICT
+
+        check_choice("decode.containment", self.containment, LEVELS)
+        if self.containment == STRICT and not self.isolate:
+            raise ConfigError("decode.containment: strict needs decode.isolate: true (in-process decoding is not contained)")
 
 
 @dataclass
