@@ -3,7 +3,11 @@
 Generates (or reuses) the benchmark archive, scans it with the real CLI,
 scans the long video and a short one alone (their cost, by the job's own stage
 timers), runs the naive baseline over the same videos, compares the faces
-both found, prints a table and writes the JSON.
+both found, prints a table and writes the JSON. The comparison with the
+baseline samples as the baseline does (the ``clips`` policy). The long-video
+line scans the long video alone with the ``scout`` policy and with ``clips``:
+seconds per minute of video, the decode share and the coverage of each
+(``bench.coverage``); ``--long-only`` measures that line alone.
 """
 from __future__ import annotations
 
@@ -21,6 +25,7 @@ from tqdm import tqdm
 
 from bench.archive import BenchVideo, build_archive
 from bench.baseline import BaselineResult, NaivePipeline
+from bench.coverage import long_video_figures
 from bench.measure import ScanMeasurement, measure_scan
 from models.device import available_cores
 from models.tracking import box_iou
@@ -48,6 +53,8 @@ def parse_args(argv: Optional[Sequence[str]] = None) -> argparse.Namespace:
                    help="skip the scan with faces.detect_every=1 (what interpolated boxes are compared with)")
     p.add_argument("--fresh-baseline", action="store_true",
                    help="run the naive baseline even when this machine has its results for this archive")
+    p.add_argument("--long-only", action="store_true",
+                   help="measure only the long-video line (the long video scanned with the scout and clips policies)")
     return p.parse_args(argv)
 
 
@@ -113,17 +120,41 @@ def _video_cost(m: ScanMeasurement) -> float:
     return sum(m.stage_seconds.get(s, 0.0) for s in ("extract", "score", "aggregate", "write"))
 
 
+def _long_video_line(long: BenchVideo, work: str, stamp: str, args: argparse.Namespace,
+                     clips_m: Optional[ScanMeasurement] = None) -> dict:
+    """The long video scanned alone with the ``scout`` policy (and ``clips``, unless measured already)."""
+    scan_args = dict(checkpoint=args.checkpoint, config=args.config)
+    lines = {}
+    for policy, measured in (("scout", None), ("clips", clips_m)):
+        if measured is None:
+            logger.info("scanning %s alone with sampling.policy=%s", long.name, policy)
+            measured = measure_scan([long.uri], os.path.join(work, f"scan-{stamp}", f"long-{policy}"),
+                                    overrides=list(args.overrides) + [f"sampling.policy={policy}"], **scan_args)
+        (row,) = measured.rows
+        lines[f"long_video_{policy}"] = long_video_figures(row, measured.stage_seconds, _video_cost(measured),
+                                                           measured.cpu_s)
+    return lines
+
+
 def run(args: argparse.Namespace) -> dict:
     config: ScanConfig = load_config(ScanConfig, args.config, args.overrides)
     work = os.path.abspath(args.work)
     started = time.perf_counter()
-    videos = build_archive(work, args.videos, short_s=args.short_seconds, long_s=args.long_seconds,
-                           gop_s=args.gop_seconds)
+    if args.long_only and args.long_seconds <= 0:
+        raise SystemExit("python -m bench: --long-only needs a long video (--long-seconds > 0)")
+    videos = build_archive(work, 0 if args.long_only else args.videos, short_s=args.short_seconds,
+                           long_s=args.long_seconds, gop_s=args.gop_seconds)
     logger.info("archive ready (%.0f s): %d videos", time.perf_counter() - started, len(videos))
+    stamp = time.strftime("%Y%m%dT%H%M%S")
+    if args.long_only:
+        return {"machine": _machine(), "archive": [v.__dict__ for v in videos],
+                **_long_video_line(videos[-1], work, stamp, args)}
     uris = [v.uri for v in videos]
     overrides = list(args.overrides)
+    if config.sampling.policy == "scout":  # the baseline reproduces clip plans only: compare on those
+        overrides.append("sampling.policy=clips")
+        config = load_config(ScanConfig, args.config, overrides)
     scan_args = dict(overrides=overrides, checkpoint=args.checkpoint, config=args.config)
-    stamp = time.strftime("%Y%m%dT%H%M%S")
     logger.info("scanning the archive with the scan job")
     main = measure_scan(uris, os.path.join(work, f"scan-{stamp}", "all"), **scan_args)
     long = next((v for v in videos if v.long), None)
@@ -185,6 +216,8 @@ def run(args: argparse.Namespace) -> dict:
         "long_video_seconds": _video_cost(long_m) if long_m else None,
         "long_video_wall_s": long_m.wall_s if long_m else None,
         "long_over_short": (_video_cost(long_m) / _video_cost(short_m)) if long_m else None,
+        **(_long_video_line(long, work, stamp, args, long_m if config.sampling.policy == "clips" else None)
+           if long else {}),
         "statuses": _count(r["status"] for r in main.rows),
         "faces_vs_every_frame_detection": compare_faces(main.rows, _boxes_by_frame(dense.rows)) if dense else None,
         "dense_detect_seconds": dense.stage_seconds.get("detect") if dense else None,
@@ -266,6 +299,8 @@ def _machine() -> dict:
 
 
 def format_table(r: dict) -> str:
+    if "stage_seconds" not in r:  # --long-only
+        return "\n".join(_long_lines(r))
     stages = ("decode", "detect", "align", "score", "aggregate", "write")
     base = r.get("baseline_stage_seconds", {})
     # Stage seconds are summed over the scan's workers: their total is workers x wall time.
@@ -299,6 +334,7 @@ def format_table(r: dict) -> str:
     if r.get("long_video_seconds") is not None:
         lines.append(f"long / short video     {r['long_video_seconds']:.1f} s / {r['short_video_seconds']:.1f} s "
                      f"= {r['long_over_short']:.2f}x")
+    lines += _long_lines(r)
     dense = r.get("faces_vs_every_frame_detection")
     if dense and dense.get("boxes"):
         lines.append(f"boxes vs every-frame   IoU mean {dense['iou_mean']:.3f}, 5th pct {dense['iou_p05']:.3f}, "
@@ -310,6 +346,20 @@ def format_table(r: dict) -> str:
                      f"{faces['fraction_iou_at_least_0_9']:.0%} >= 0.9 ({faces['interpolated_boxes']} of "
                      f"{faces['boxes']} interpolated), baseline faces missed {faces['reference_faces_missed']}")
     return "\n".join(lines)
+
+
+def _long_lines(r: dict) -> list[str]:
+    """The long-video line of each sampling policy measured."""
+    lines = []
+    for policy in ("scout", "clips"):
+        line = r.get(f"long_video_{policy}")
+        if line:
+            lines.append(f"long video, {policy:<6} {line['seconds_per_minute']:.2f} s per minute of video "
+                         f"({line['duration_s']:.0f} s in {line['seconds']:.1f} s), decode {line['decode_share']:.0%}, "
+                         f"detect {line['detect_share']:.0%}; "
+                         f"coverage {line['coverage']:.1%}, largest gap {line['largest_gap_s']:.1f} s, "
+                         f"{line['frames_sampled']} frames ({line['scout_frames']} scout)")
+    return lines
 
 
 def main(argv: Optional[Sequence[str]] = None) -> None:

@@ -17,6 +17,8 @@ Aggregators (the model card's ``aggregator``, or ``"frame"`` for a still image):
 For every aggregator but ``"sbi"`` the input's score combines its track scores by
 a strategy: ``"max"`` (the scan's default: one suspicious face flags the input),
 ``"mean"`` or ``"longest"`` (the score of the track with the most faces).
+:func:`clip_scores` applies the same rule to each dense clip alone, which is how
+a clip confirms a suspicious stretch of a long video (``models.segments``).
 """
 from __future__ import annotations
 
@@ -169,3 +171,32 @@ def aggregate(
     else:
         score = combine_tracks(track_scores, [len(t) for t in tracks], strategy)
     return Aggregate(score=score, track_scores=track_scores, aggregator=aggregator)
+
+
+def clip_scores(
+    aggregator: str,
+    tracks: Sequence[TrackFaces],
+    clip_indices: Sequence[int],
+    strategy: str,
+    sequence_scores: Optional[Sequence[float]] = None,
+) -> dict[int, float]:
+    """Each dense clip's score: :func:`aggregate` over that clip's tracks alone.
+
+    Args:
+        aggregator, strategy: As for :func:`aggregate`.
+        tracks: The input's face tracks.
+        clip_indices: The clip each track was followed in.
+        sequence_scores: ``"bilstm"`` only: the sequence model's probability per track.
+
+    Returns:
+        ``clip index -> score`` for every clip holding a track.
+    """
+    if len(clip_indices) != len(tracks):
+        raise ValueError(f"{len(clip_indices)} clip indices for {len(tracks)} tracks")
+    sequence = None if sequence_scores is None else np.asarray(sequence_scores, np.float64).reshape(-1)
+    scores = {}
+    for clip in sorted(set(int(c) for c in clip_indices)):
+        members = [k for k, c in enumerate(clip_indices) if int(c) == clip]
+        scores[clip] = aggregate(aggregator, [tracks[k] for k in members], strategy,
+                                 None if sequence is None else sequence[members]).score
+    return scores

@@ -199,7 +199,7 @@ def _report_parser(sub) -> argparse.ArgumentParser:
         help="write a self-contained HTML report of a scan",
         description="Write one HTML file (images inline, no external requests) with counts by status and "
         "label, the score histogram, ROC and precision-recall curves when labels are known, and the most "
-        "suspicious inputs with their faces, per-track score timelines and a Grad-CAM heat map of the frame "
+        "suspicious inputs with their faces, whole-video score timelines and a Grad-CAM heat map of the frame "
         "model over the most suspicious face (the sources are re-decoded).",
         epilog="example: deepfake-scan report outputs/sample_scan/verdicts --output report.html "
         "--manifest data/samples/manifest.csv",

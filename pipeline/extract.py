@@ -6,7 +6,8 @@ it will be shown when scanning. The crops are cut as the training config's
 model section names them (``TrainModelConfig.crop``); ``train`` writes that spec
 into the checkpoint's card, and scans cut crops from the card. Output, under FACES_DIR:
 
-- ``faces/part-*.parquet``: one row per face crop (``FACE_SCHEMA``), PNG-encoded;
+- ``faces/part-*.parquet``: one row per face crop (``FACE_SCHEMA``), PNG-encoded, in files of one
+  row group of at most ``FACE_ROWS_PER_GROUP`` crops (training streams them a row group at a time);
 - ``videos/part-*.parquet``: one row per video with its extraction status;
 - ``crop.json``: how the crops were cut (policy, size, margin, box_margins; ``read_crop_spec``);
 - ``config.yaml``: the effective scan configuration used for extraction.
@@ -25,12 +26,12 @@ from models.crops import CropSpec
 from pipeline.config import ScanConfig, dump_config
 from pipeline.crop_record import write_crop_spec
 from pipeline.datasets import LabelledVideo
-from pipeline.inputs import media_type_of
 from pipeline.options import pipeline_options, with_worker_threads
 from transforms.elements import MediaInput
 from transforms.extract import ExtractFaces
-from transforms.face_table import FACE_SCHEMA, VIDEO_SCHEMA, FaceRowsFn, video_row
+from transforms.face_table import FACE_ROWS_PER_GROUP, FACE_SCHEMA, VIDEO_SCHEMA, FaceRowsFn, video_row
 from transforms.parquet_sink import WriteParquetTable
+from transforms.settings import CLIPS, SCOUT
 
 logger = logging.getLogger(__name__)
 
@@ -46,12 +47,14 @@ def build_extract_pipeline(
     by_uri = beam.pvalue.AsDict(labelled | "KeyByUri" >> beam.Map(lambda v: (v["uri"], v)))
     extracted = (
         labelled
-        | "ToMediaInputs" >> beam.Map(lambda v, exts: MediaInput(v["uri"], media_type_of(v["uri"], exts)), config.inputs)
+        | "ToMediaInputs" >> beam.Map(lambda v, exts: MediaInput(v["uri"], exts.media_type(v["uri"])), config.inputs)
         | "ExtractFaces" >> ExtractFaces(config.decode, config.sampling, config.faces, crop,
                                          device=config.model.device, torch_threads=config.model.torch_threads)
     )
     faces = extracted | "FaceRows" >> beam.ParDo(FaceRowsFn(), by_uri)
-    faces | "WriteFaces" >> WriteParquetTable(f"{out}/faces", f"{out}/_staging-faces-{run_id}", FACE_SCHEMA)
+    # One row group per file, of at most FACE_ROWS_PER_GROUP crops: training streams the table a row group at a time.
+    faces | "WriteFaces" >> WriteParquetTable(f"{out}/faces", f"{out}/_staging-faces-{run_id}", FACE_SCHEMA,
+                                              max_rows_per_file=FACE_ROWS_PER_GROUP)
     (
         extracted
         | "VideoRows" >> beam.Map(video_row, by_uri)
@@ -74,6 +77,9 @@ def run_extract(
         ConfigError: If the scan config's ``faces.crop_size``/``faces.margin`` disagree with ``crop``.
     """
     config.faces.check_crop(crop, "the training config")
+    if config.sampling.policy == SCOUT:  # scouting needs a frame model to score with; extraction has none
+        logger.info("extracting with sampling.policy=clips: scout needs a trained frame model")
+        config = dataclasses.replace(config, sampling=dataclasses.replace(config.sampling, policy=CLIPS))
     fs, root = fsspec.core.url_to_fs(output_dir)
     fs.makedirs(root, exist_ok=True)
     out = output_dir.rstrip("/")

@@ -3,8 +3,9 @@
 Reads a verdict table (local or any fsspec URL), draws counts, the score
 distribution and, when ground truth is known, ROC and precision-recall curves;
 then, for the most suspicious inputs, re-decodes the source to show the faces
-the model judged, each track's score over time, and a Grad-CAM heat map of the
-frame model over the most suspicious face. Every image is inlined as a data
+the model judged, the whole video's scores over time (scout frames, dense clips
+and the segments judged manipulated), and a Grad-CAM heat map of the frame
+model over the most suspicious face. Every image is inlined as a data
 URI and the page loads nothing from anywhere; file names are escaped.
 """
 from __future__ import annotations
@@ -21,16 +22,19 @@ from typing import Optional
 import fsspec
 import numpy as np
 
+from models.labels import is_fake
+from models.segments import describe_segments
 from pipeline import report_figures as figures
 from pipeline.config import ConfigError, ScanConfig, load_config
-from pipeline.inputs import InputsConfig, read_manifest
+from transforms.manifests import read_manifest
 from transforms.tables import read_table
 
 logger = logging.getLogger(__name__)
 
 FLAT_COLUMNS = ["uri", "status", "label", "score", "threshold", "error", "media_type", "duration_s", "width",
-                "height", "codec", "decoder", "frames_sampled", "faces_found", "num_tracks", "model_name",
-                "checkpoint_sha256", "aggregator", "device", "scan_id", "scanned_at", "content_sha256", "file_size"]
+                "height", "codec", "decoder", "frames_sampled", "faces_found", "num_tracks", "sampling_policy",
+                "model_name", "checkpoint_sha256", "aggregator", "device", "scan_id", "scanned_at", "content_sha256",
+                "file_size"]
 
 
 class ReportError(ValueError):
@@ -104,12 +108,13 @@ def run_report(
 
 
 def write_csv(rows: list[dict], path: str, truth: dict[str, str]) -> None:
-    """The verdicts as a flat table (tracks left out), with the ground truth when known."""
+    """The verdicts as a flat table (tracks and timeline left out; segments as text), with the ground truth."""
     with fsspec.open(path, "w", newline="", encoding="utf-8") as f:
         writer = csv.writer(f)
-        writer.writerow(FLAT_COLUMNS + ["warnings", "true_label"])
+        writer.writerow(FLAT_COLUMNS + ["segments", "warnings", "true_label"])
         for r in rows:
-            writer.writerow([r.get(c) for c in FLAT_COLUMNS] + ["; ".join(r.get("warnings") or []),
+            writer.writerow([r.get(c) for c in FLAT_COLUMNS] + [describe_segments(r.get("segments") or []),
+                                                                "; ".join(r.get("warnings") or []),
                                                                 truth.get(r["uri"], "")])
 
 
@@ -117,8 +122,8 @@ def write_csv(rows: list[dict], path: str, truth: dict[str, str]) -> None:
 
 
 def _ground_truth(manifest: str) -> dict[str, str]:
-    items = read_manifest(manifest, InputsConfig())
-    return {i.uri: i.label for i in items if i.label in ("real", "fake")}
+    """uri -> label of every labelled row, keyed as the scan listed the same manifest."""
+    return {row.uri: row.label for row in read_manifest(manifest) if row.label}
 
 
 def _binary(label: Optional[str]) -> Optional[int]:
@@ -150,8 +155,11 @@ def _gather_evidence(evidence: list[Evidence], config: ScanConfig, checkpoint: O
     if not evidence:
         return
     for item in evidence:
-        if any(t["scores"] for t in item.row["tracks"]) and item.row["media_type"] == "video":
-            item.timeline_png = figures.timeline_figure(item.row["tracks"], float(item.row["threshold"]))
+        row = item.row
+        if row["media_type"] == "video" and (any(t["scores"] for t in row["tracks"]) or row.get("timeline")):
+            item.timeline_png = figures.video_timeline_figure(
+                row["duration_s"] or 0.0, row.get("timeline") or [], row["tracks"], row.get("clips") or [],
+                row.get("segments") or [], float(row["threshold"]))
     extractor, model = _face_tools(config, checkpoint)
     try:
         for item in evidence:
@@ -270,11 +278,13 @@ def _html(rows, figs, evidence, verdicts, truth) -> str:
             f"{r['num_tracks']} track(s), {r['faces_found']} faces in {r['frames_sampled']} sampled frames"
             f" &middot; {e(str(r['codec']))} {r['width']}x{r['height']}, decoder {e(str(r['decoder']))}</p>"
         )
+        if r.get("segments"):
+            parts.append(f"<p class='fake'>{e(describe_segments(r['segments']))}</p>")
         if item.thumbnails_png:
             parts.append("<div>" + _img(item.thumbnails_png, "faces of the most suspicious track") + "</div>")
         parts.append("<div class='evidence'>")
         if item.timeline_png:
-            parts.append(_img(item.timeline_png, "per-track score timeline"))
+            parts.append(_img(item.timeline_png, "whole-video score timeline"))
         if item.gradcam_png:
             parts.append(_img(item.gradcam_png, "Grad-CAM of the most suspicious face"))
         parts.append("</div>")

@@ -92,20 +92,53 @@ def pr_figure(y_true: Sequence[int], scores: Sequence[float]) -> bytes:
     return _png(plt, fig)
 
 
-def timeline_figure(tracks: Sequence[dict], threshold: float) -> bytes:
-    """Per-frame fake probability of each face track over the video's time."""
-    plt, fig, ax = _figure(5.0, 2.2)
+def video_timeline_figure(duration_s: float, timeline: Sequence[dict], tracks: Sequence[dict], clips: Sequence[dict],
+                          segments: Sequence[dict], threshold: float) -> bytes:
+    """The whole video on one axis: scout frames' scores, dense clips and their tracks, the segments judged fake.
+
+    Arguments are the verdict row's columns of the same names (``duration_s`` may be 0: the
+    axis then ends at the last frame shown).
+    """
+    from models.segments import clock
+
+    plt, fig, ax = _figure(7.5, 2.6)
+    end = max([duration_s or 0.0] + [t["timestamp"] for t in timeline] + [c["end_s"] for c in clips])
+    for k, seg in enumerate(segments):
+        ax.axvspan(seg["start_s"], seg["end_s"], color="#c0392b", alpha=0.22, linewidth=0,
+                   label="judged manipulated" if k == 0 else None)
+        ax.text((seg["start_s"] + seg["end_s"]) / 2, 1.0, f"{clock(seg['start_s'])}-{clock(seg['end_s'])}",
+                ha="center", va="bottom", fontsize=7, color="#c0392b")
+    for k, clip in enumerate(clips):
+        ax.axvspan(clip["start_s"], clip["end_s"], color="#2c7fb8", alpha=0.12, linewidth=0,
+                   label="dense clips (faces)" if k == 0 else None)
+    judged = [c for c in clips if c["score"] is not None]
+    for k, clip in enumerate(judged):
+        ax.hlines(clip["score"], clip["start_s"], clip["end_s"], color="#08519c", linewidth=3,
+                  label="dense clip score" if k == 0 else None)
+    scored = [(t["timestamp"], t["score"]) for t in timeline if t["score"] is not None]
+    if scored:
+        times, scores = zip(*scored)
+        ax.plot(times, scores, color="#555", marker=".", markersize=3, linewidth=0.8, label="scout frames")
+    faceless = [t["timestamp"] for t in timeline if t["score"] is None]
+    if faceless:
+        ax.plot(faceless, [0.0] * len(faceless), "x", color="#999", markersize=3, label="scout: no face judged")
     for track in tracks:
         if track["scores"]:
-            ax.plot(track["timestamps"], track["scores"], marker=".", markersize=3, linewidth=1,
-                    label=f"track {track['track_id']} ({track['score']:.2f})" if track["score"] is not None
-                    else f"track {track['track_id']}")
-    ax.axhline(threshold, color="k", linestyle="--", linewidth=0.8)
-    ax.set_ylim(-0.02, 1.02)
-    ax.set_xlabel("seconds")
+            ax.plot(track["timestamps"], track["scores"], color="#2c7fb8", linewidth=1)
+    ax.axhline(threshold, color="k", linestyle="--", linewidth=0.8, label=f"threshold {threshold:.2f}")
+    ax.set_xlim(0, end if end > 0 else 1)
+    ax.set_ylim(-0.02, 1.1)
+    ax.xaxis.set_major_formatter(_clock_formatter(clock))
+    ax.set_xlabel("time in the video")
     ax.set_ylabel("fake prob.")
-    ax.legend(fontsize=7, loc="upper right")
+    ax.legend(fontsize=6, loc="upper left", ncol=3)
     return _png(plt, fig)
+
+
+def _clock_formatter(clock):
+    from matplotlib.ticker import FuncFormatter
+
+    return FuncFormatter(lambda x, _: clock(x))
 
 
 def gradcam_figure(crop: np.ndarray, heat: np.ndarray, probability: float) -> bytes:

@@ -206,6 +206,8 @@ def build_scan_pipeline(pipeline: beam.Pipeline, plan: ScanPlan,
     extracted = listed | "ExtractFaces" >> ExtractFaces(
         config.decode, config.sampling, config.faces, plan.crop,
         device=config.model.device, torch_threads=config.model.torch_threads,
+        checkpoint=plan.checkpoint, precision=config.model.precision, optimize=config.model.optimize,
+        batch_size=config.model.batch_size,
     )
     if skipped is not None:
         extracted = (extracted, skipped) | "WithSkipped" >> beam.Flatten()

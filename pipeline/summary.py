@@ -4,6 +4,7 @@ from __future__ import annotations
 import unicodedata
 from collections import Counter
 
+from models.segments import describe_segments
 from transforms.elements import NO_FACE, OK, SKIPPED
 from transforms.tables import read_table
 
@@ -19,7 +20,8 @@ def printable(text: object) -> str:
 
 def summarize(verdicts_dir: str, top: int = 5) -> str:
     table = read_table(verdicts_dir)
-    rows = table.select(["uri", "status", "label", "score", "num_tracks", "error", "model_name"]).to_pylist()
+    columns = ["uri", "status", "label", "score", "num_tracks", "error", "model_name", "segments"]
+    rows = table.select([c for c in columns if c in table.column_names]).to_pylist()
     lines = [f"{len(rows)} inputs judged (model: {rows[0]['model_name'] if rows else '-'})"]
     statuses = Counter(r["status"] for r in rows)
     lines.append("  by status: " + ", ".join(f"{k} {v}" for k, v in sorted(statuses.items())))
@@ -30,7 +32,9 @@ def summarize(verdicts_dir: str, top: int = 5) -> str:
     if scored:
         lines.append("  most suspicious:")
         for r in scored[:top]:
-            lines.append(f"    {r['score']:.3f}  {r['label']:<4}  tracks={r['num_tracks']}  {r['uri']!r}")
+            where = describe_segments(r.get("segments") or [])
+            lines.append(f"    {r['score']:.3f}  {r['label']:<4}  tracks={r['num_tracks']}  {r['uri']!r}"
+                         + (f"  {where}" if where else ""))
     failed = [r for r in rows if r["status"] not in NOT_FAILURES]
     if failed:
         lines.append("  not judged:")

@@ -48,7 +48,7 @@ def test_report_has_the_figures_inline(report):
     page = html_path.read_text(encoding="utf-8")
     images = _images(page)
     for title in ("Inputs by status and verdict", "Score distribution", "ROC curve", "Precision-recall curve",
-                  "Grad-CAM of the most suspicious face", "per-track score timeline",
+                  "Grad-CAM of the most suspicious face", "whole-video score timeline",
                   "faces of the most suspicious track"):
         assert title in images, title
     assert all(png.startswith(b"\x89PNG") for pngs in images.values() for png in pngs)

@@ -94,6 +94,12 @@ def test_good_videos_are_judged_with_evidence(scanned, scan_folder):
             sides = [max(b[2] - b[0], b[3] - b[1]) for b in track["boxes"]]
             assert track["face_size"] == pytest.approx(float(np.median(sides)), rel=1e-5)
         assert row["score"] == pytest.approx(max(t["score"] for t in row["tracks"]))
+        # the default policy scouted the whole video before placing its dense clip(s)
+        assert row["sampling_policy"] == "scout" and row["timeline"] and row["clips"]
+        times = [t["timestamp"] for t in row["timeline"]]
+        assert times == sorted(times) and max(times) - min(times) <= item.duration_s
+        assert {t["clip_index"] for t in row["tracks"]} <= set(range(len(row["clips"])))
+        assert all(s["score"] >= row["threshold"] for s in row["segments"])
 
 
 def test_two_face_video_has_two_tracks(scanned, scan_folder):

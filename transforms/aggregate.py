@@ -9,9 +9,10 @@ import apache_beam as beam
 import numpy as np
 from apache_beam.metrics import Metrics
 
-from models.aggregation import BILSTM, FRAME, TrackFaces, aggregate
+from models.aggregation import BILSTM, FRAME, TrackFaces, aggregate, clip_scores
 from models.device import resolve_device
 from models.inference import SequencePredictor
+from models.segments import find_segments, video_score
 from transforms.checkpoints import acquire_checkpoint
 from transforms.elements import ERROR, METRICS_NAMESPACE, OK, ScoredMedia
 from transforms.media import first_line
@@ -22,6 +23,10 @@ logger = logging.getLogger(__name__)
 
 class AggregateVerdictsFn(beam.DoFn):
     """One verdict row per input, from its faces' scores by the checkpoint card's aggregator.
+
+    A video's dense clips are also scored one by one, and with its scout frames
+    they make the segments judged manipulated, which raise its score
+    (``models.segments``): scout frames alone never make a video fake.
 
     The checkpoint is the worker process's shared copy (``acquire_checkpoint``),
     the one the frame-model handler uses: nothing is loaded or built here. Videos
@@ -82,14 +87,26 @@ class AggregateVerdictsFn(beam.DoFn):
             embeddings = [np.stack([s.embedding for s in scores]) for scores in scored.scores]
             sequence_scores = self._sequence(embeddings)
         result = aggregate(aggregator, tracks, self._strategy, sequence_scores)
+        score, by_clip, segments = result.score, None, []
+        if item.info.media_type == "video":
+            by_clip = clip_scores(aggregator, tracks, [t.clip_index for t in item.tracks], self._strategy,
+                                  sequence_scores)
+            segments = find_segments(
+                [f.timestamp for f in item.scouts], [f.score for f in item.scouts],
+                [(c.start_s, c.end_s, by_clip.get(k)) for k, c in enumerate(item.clips)],
+                self._run.threshold_for("video"), item.info.duration_s or 0.0,
+            )
+            score = video_score(result.score, segments)
         return verdict_row(
             item,
             self._run,
             track_scores=frame_probs,
             track_probabilities=result.track_scores,
-            score=result.score,
+            score=score,
             aggregator=result.aggregator,
             device=scored.scores[0][0].device,
+            clip_scores=by_clip,
+            segments=segments,
         )
 
 

@@ -11,6 +11,8 @@ from typing import Optional
 
 import numpy as np
 
+from models.scouting import ClipSpan, ScoutFrame
+
 # Status of an input's verdict. Each non-ok status comes with an error text.
 OK = "ok"
 NO_FACE = "no_face"
@@ -94,6 +96,9 @@ class ExtractedMedia:
     tracks: tuple[FaceTrackCrops, ...] = ()
     # Tracks whose face is under faces.min_judge_size: reported in the verdict, never cropped or scored.
     small_tracks: tuple[FaceTrackCrops, ...] = ()
+    sampling: Optional[str] = None  # the sampling policy that chose the frames (videos): scout, clips, uniform
+    scouts: tuple[ScoutFrame, ...] = ()  # scout: the frames looked at across the video, already scored
+    clips: tuple[ClipSpan, ...] = ()  # where each dense clip lies (tracks' clip_index points here)
 
     def without_crops(self) -> "ExtractedMedia":
         """The same element without pixel data, to travel beside the scores."""

@@ -20,10 +20,22 @@ from models.align import align_face, alignment_matrix
 from models.crops import ALIGNED, CropSpec, cut_box_crop
 from models.faces import FaceDetector, FrameFaces
 from models.keyframes import fill_between, keyframe_positions, undecided_positions
+from models.scouting import (
+    EVEN,
+    UNIFORM,
+    ClipSpan,
+    PlannedClip,
+    ScoutFrame,
+    batches,
+    dense_clip_count,
+    place_clips,
+    scout_positions,
+)
 from models.tracking import box_iou, link_tracks
-from transforms.settings import DecodeConfig, FacesConfig, SamplingConfig
+from transforms.settings import CLIPS, SCOUT, DecodeConfig, FacesConfig, SamplingConfig
 from transforms import media
 from transforms.sandbox import DecoderSandbox
+from transforms.scouting import Scorer, ScoutPass
 from transforms.elements import (
     ERROR,
     NO_FACE,
@@ -41,6 +53,10 @@ from transforms.elements import (
 
 logger = logging.getLogger(__name__)
 
+# Scouting stops where less than this share of the input's decoder time budget is left:
+# the dense clips need it (4 clips of 25 frames take a few seconds).
+_CLIPS_SHARE_OF_BUDGET = 0.15
+
 
 class FaceExtractor:
     """Turns one media file into face tracks with their crops (no Beam here).
@@ -51,6 +67,12 @@ class FaceExtractor:
     describes at the landmarks or boxes found here. Full frames never leave the
     decoder process. Tracks whose face is smaller than ``faces.min_judge_size``
     source pixels are reported (``ExtractedMedia.small_tracks``) but not cropped.
+
+    With the ``scout`` sampling policy and a ``scorer`` (the frame model's fake
+    probability of crops cut as ``crop`` says), a video is first scouted across
+    its whole length (``transforms.scouting``) and its dense clips go where the
+    scout frames scored highest (``models.scouting``). Without a scorer (the
+    training job's extraction) ``scout`` samples as ``clips`` does.
     """
 
     def __init__(
@@ -61,6 +83,7 @@ class FaceExtractor:
         crop: CropSpec,
         decode: Optional[DecodeConfig] = None,
         sandbox: Optional[DecoderSandbox] = None,
+        scorer: Optional[Scorer] = None,
     ):
         if not isinstance(crop, CropSpec):
             raise TypeError(f"crop must be a CropSpec, got {type(crop).__name__}")
@@ -71,7 +94,7 @@ class FaceExtractor:
         self.decode = decode or DecodeConfig()
         self.sandbox = sandbox or DecoderSandbox(
             self.decode.timeout_s, self.decode.memory_mb, isolate=self.decode.isolate,
-            containment=self.decode.containment,
+            containment=self.decode.containment, timeout_s_per_minute=self.decode.timeout_s_per_minute,
         )
         self.scorer = scorer
         self.stage_seconds: dict[str, float] = {}
@@ -134,6 +157,9 @@ class FaceExtractor:
 
     def _decode_and_detect(self, decoder: str, path: str, info: MediaInfo) -> ExtractedMedia:
         probe = self.sandbox.open(decoder, path, self.decode.max_side, self.decode.max_pixels, self.decode.threads)
+        # The sandbox's budget for this input (it grows with the duration): scouting leaves the dense clips their share.
+        now = time.monotonic()
+        stop_scouting = now + (self.sandbox.input_deadline - now) * (1 - _CLIPS_SHARE_OF_BUDGET)
         info = dataclasses.replace(
             info,
             duration_s=probe.duration_s if info.media_type == "video" else None,
@@ -150,38 +176,65 @@ class FaceExtractor:
                 TOO_LARGE,
                 f"video of {probe.duration_s:.0f} s is over decode.max_duration_s={self.decode.max_duration_s:g}",
             )
-        if info.media_type == "image":
-            clips = [[0]]
-        else:
-            clips = media.sample_clips(
-                probe.num_frames,
-                probe.fps,
-                policy=self.sampling.policy,
-                clip_len=self.sampling.clip_len,
-                clip_every_s=self.sampling.clip_every_s,
-                max_clips=self.sampling.max_clips,
-                keyframes=probe.keyframes if self.sampling.snap_to_keyframes else None,
-            )
         # Boxes are reported in the source's pixels even when the decoder downscaled.
         scale = probe.width / probe.decoded_width if probe.decoded_width else 1.0
+        policy, scouts, notes = None, [], []
+        if info.media_type == "image":
+            planned = [PlannedClip((0,), EVEN)]
+        else:
+            # scout needs the frame model; without it (extracting training crops) it samples as clips
+            policy = CLIPS if self.sampling.policy == SCOUT and self.scorer is None else self.sampling.policy
+            if policy == SCOUT and probe.num_frames > self.sampling.clip_len:  # else one clip holds it all
+                scouts, notes = self._scout(probe, scale, stop_scouting)
+            planned = self._plan_clips(policy, probe, scouts)
         tracks: list[FaceTrackCrops] = []
         small: list[FaceTrackCrops] = []
-        notes: list[str] = []
-        sampled = repeats = 0
-        self.sandbox.plan(clips)  # the next clip decodes while this one's faces are found
-        for clip_index, indices in enumerate(clips):
+        spans: list[ClipSpan] = []
+        sampled, repeats = len(scouts), 0
+        frame_s = 1.0 / probe.fps if probe.fps > 0 else 0.0
+        # The next clip decodes while this one's faces are found.
+        self.sandbox.plan([list(c.indices) for c in planned])
+        for clip_index, clip in enumerate(planned):
             with self._timed("decode"):
-                held = self.sandbox.hold(indices)
+                held = self.sandbox.hold(list(clip.indices))
             notes += held["notes"]
             sampled += len(held["indices"])
             repeats += held["repeats"]
+            stamps = held["timestamps"]
+            spans.append(ClipSpan(float(stamps[0]), float(stamps[-1]) + frame_s, clip.placed))
             judged, too_small = self._tracks_for_clip(held, clip_index, len(tracks) + len(small), scale)
             tracks += judged
             small += too_small
         if repeats:
             notes.append(f"{repeats} sampled frame(s) are exact repeats of the frame before (undecodable frames?)")
         info = dataclasses.replace(info, warnings=info.warnings + tuple(notes))
-        return self._finish(info, sampled, tracks, small, self.faces.min_judge_size)
+        result = self._finish(info, sampled, tracks, small, self.faces.min_judge_size)
+        if info.media_type == "image":
+            return result
+        return dataclasses.replace(result, sampling=policy, scouts=tuple(scouts), clips=tuple(spans))
+
+    def _scout(self, probe, scale: float, stop_at: float) -> tuple[list[ScoutFrame], list[str]]:
+        """Scout frames across the whole video (until ``stop_at``), scored; and the decoder's notes."""
+        s = self.sampling
+        keys = probe.keyframes if s.snap_to_keyframes else None
+        positions = scout_positions(probe.num_frames, probe.fps, s.scout_every_s, keys)
+        scout = ScoutPass(self.sandbox, self.detector, self._cut, self.scorer, self.faces.min_judge_size, self._timed)
+        return scout.run(batches(positions, s.clip_len), scale, stop_at)
+
+    def _plan_clips(self, policy: str, probe, scouts: list[ScoutFrame]) -> list[PlannedClip]:
+        """The dense clips: where the scouts point (``scout``), else as ``media.sample_clips`` spaces them."""
+        s = self.sampling
+        keys = probe.keyframes if s.snap_to_keyframes else None
+        if policy == SCOUT:
+            fps = probe.fps if probe.fps > 0 else 25.0
+            count = dense_clip_count(probe.num_frames / fps, s.clip_every_s, s.max_clips)
+            scored = [(f.frame_index, f.score) for f in scouts if f.score is not None]
+            return place_clips(probe.num_frames, s.clip_len, count, scored, context=s.context_clips,
+                               min_gap=int(round(s.clip_every_s * fps)), keyframes=keys)
+        clips = media.sample_clips(probe.num_frames, probe.fps, policy=policy, clip_len=s.clip_len,
+                                   clip_every_s=s.clip_every_s, max_clips=s.max_clips, keyframes=keys)
+        placed = EVEN if policy == CLIPS else UNIFORM
+        return [PlannedClip(tuple(c), placed) for c in clips]
 
     def _detect_clip(self, length: int, height: int, width: int, source_scale: float = 1.0) -> list[FrameFaces]:
         """Detect on keyframes of the held clip, then where they disagree; interpolate the rest."""
@@ -233,19 +286,20 @@ class FaceExtractor:
             )
         big = [(t, link) for t, link in zip(tracks, linked) if t.face_size >= self.faces.min_judge_size]
         small = [t for t in tracks if t.face_size < self.faces.min_judge_size]
+        positions = [pos for _, link in big for pos in link.frames]
+        faces = [(detections[pos], d) for _, link in big for pos, d in zip(link.frames, link.detections)]
         with self._timed("align"):
-            crops = self._cut([link for _, link in big], detections)
+            crops = self._cut(positions, faces)
         judged, first = [], 0
         for track, _ in big:
             judged.append(dataclasses.replace(track, crops=crops[first : first + len(track)]))
             first += len(track)
         return judged, small
 
-    def _cut(self, tracks: list, detections: list[FrameFaces]) -> np.ndarray:
-        """Crops of every face of ``tracks`` (linked tracks of this clip), in order, as ``self.crop`` says."""
+    def _cut(self, positions: list[int], faces: list[tuple[FrameFaces, int]]) -> np.ndarray:
+        """Crops, as ``self.crop`` says, of face ``d`` of ``frame_faces`` for each ``(frame_faces, d)`` of
+        ``faces``, on the held frame at the same place in ``positions``."""
         spec = self.crop
-        positions = [pos for track in tracks for pos in track.frames]
-        faces = [(detections[pos], d) for track in tracks for pos, d in zip(track.frames, track.detections)]
         if spec.policy == ALIGNED:
             matrices = [alignment_matrix(f.landmarks[d], spec.size, spec.margin) for f, d in faces]
             return self.sandbox.warp(positions, np.asarray(matrices, np.float32).reshape(-1, 2, 3), spec.size)

@@ -1,45 +1,16 @@
-"""Labelled face crops as a Parquet table: the training job's input."""
+"""Labelled face crops as a Parquet table: the training job's input (schemas: ``transforms.face_schema``)."""
 from __future__ import annotations
 
 from typing import Iterable, Mapping
 
 import apache_beam as beam
-import pyarrow as pa
 from apache_beam.metrics import Metrics
 
 from models.preprocess import encode_crop
 from transforms.elements import METRICS_NAMESPACE, OK, ExtractedMedia
+from transforms.face_schema import FACE_ROWS_PER_GROUP, FACE_SCHEMA, VIDEO_SCHEMA
 
-FACE_SCHEMA = pa.schema(
-    [
-        ("video_id", pa.string()),
-        ("uri", pa.string()),
-        ("group", pa.string()),
-        ("split", pa.string()),
-        ("label", pa.string()),
-        ("manipulation", pa.string()),
-        ("track_id", pa.int32()),
-        ("clip_index", pa.int32()),
-        ("frame_index", pa.int32()),
-        ("timestamp", pa.float64()),
-        ("box", pa.list_(pa.float32(), 4)),
-        ("crop_png", pa.binary()),  # lossless: re-compression would be a manipulation cue of its own
-        ("crop_size", pa.int32()),
-    ]
-)
-
-VIDEO_SCHEMA = pa.schema(
-    [
-        ("video_id", pa.string()),
-        ("uri", pa.string()),
-        ("split", pa.string()),
-        ("label", pa.string()),
-        ("status", pa.string()),
-        ("error", pa.string()),
-        ("num_tracks", pa.int32()),
-        ("faces", pa.int32()),
-    ]
-)
+__all__ = ["FACE_ROWS_PER_GROUP", "FACE_SCHEMA", "VIDEO_SCHEMA", "FaceRowsFn", "video_row"]
 
 
 class FaceRowsFn(beam.DoFn):

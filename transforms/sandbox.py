@@ -41,8 +41,11 @@ from transforms.sandbox_transports import ChildProcess, InProcess, Transport
 class DecoderSandbox:
     """Opens and reads media through a decoder living in a child process.
 
-    ``open`` starts a per-input time budget of ``timeout_s`` shared by the
-    ``read`` calls that follow; ``close`` ends the input. Failures raise
+    ``open`` starts a per-input time budget shared by the calls that follow:
+    ``timeout_s``, plus ``timeout_s_per_minute`` for each minute of video the
+    probe finds (scouting a long video makes many calls); no single call may
+    take longer than ``timeout_s``, so a hang is caught as fast on a long video
+    as on a short one. ``close`` ends the input. Failures raise
     ``MediaError`` with status ``unreadable`` (decoder error, crash, out of
     memory), ``timeout``, or ``error`` (a ``strict`` child missing a
     containment layer). ``containment``: ``strict``, ``best_effort`` or ``off``
@@ -50,15 +53,16 @@ class DecoderSandbox:
     """
 
     def __init__(self, timeout_s: float = 120.0, memory_mb: Optional[int] = 4096, isolate: bool = True,
-                 containment: str = BEST_EFFORT):
+                 containment: str = BEST_EFFORT, timeout_s_per_minute: float = 0.0):
         self.timeout_s = timeout_s
+        self.timeout_s_per_minute = timeout_s_per_minute
         self.memory_mb = memory_mb
         self.isolate = isolate
         self.containment = check_level(containment)
         if containment == STRICT and not isolate:
             raise ValueError("decode.containment: strict needs decode.isolate: true (a decoder child to contain)")
         self._transport: Transport = ChildProcess(timeout_s, memory_mb, containment) if isolate else InProcess()
-        self._deadline = 0.0
+        self._input_deadline = 0.0
         self._input_open = False
 
     @property
@@ -84,11 +88,20 @@ class DecoderSandbox:
     def open(self, decoder: str, path: str, max_side: int, max_pixels: int, threads: int = 0) -> Probe:
         if self._input_open:  # each input has a decoder process of its own: end the last one first
             self.close_input()
-        self._deadline = time.monotonic() + self.timeout_s
+        started = time.monotonic()
+        self._input_deadline = started + self.timeout_s
         self._input_open = True
         reply, _ = self._exchange({"cmd": "open", "decoder": decoder, "path": path, "max_side": max_side,
                                    "max_pixels": max_pixels, "threads": threads})
-        return Probe(**reply["probe"])
+        probe = Probe(**reply["probe"])
+        minutes = max(0.0, float(probe.duration_s or 0.0)) / 60.0
+        self._input_deadline = started + self.timeout_s + self.timeout_s_per_minute * minutes
+        return probe
+
+    @property
+    def input_deadline(self) -> float:
+        """When (``time.monotonic``) the open input's budget runs out."""
+        return self._input_deadline
 
     def read(self, indices: Sequence[int]) -> Clip:
         reply, frames = self._exchange({"cmd": "read", "indices": [int(i) for i in indices]})
@@ -147,8 +160,7 @@ class DecoderSandbox:
         if not self._transport.running():
             return  # the child is gone: the next input restarts it
         try:
-            self._deadline = time.monotonic() + 10
-            self._exchange({"cmd": "close"})
+            self._exchange({"cmd": "close"}, deadline=time.monotonic() + 10)
         except MediaError:
             pass  # the child is gone or stuck and has been killed: the next input restarts it
 
@@ -162,5 +174,7 @@ class DecoderSandbox:
     def __exit__(self, *exc) -> None:
         self.shutdown()
 
-    def _exchange(self, message: dict) -> tuple[dict, Optional[np.ndarray]]:
-        return self._transport.exchange(message, self._deadline)
+    def _exchange(self, message: dict, deadline: Optional[float] = None) -> tuple[dict, Optional[np.ndarray]]:
+        if deadline is None:  # each call gets timeout_s at most, within what is left of the input's budget
+            deadline = min(time.monotonic() + self.timeout_s, self._input_deadline)
+        return self._transport.exchange(message, deadline)

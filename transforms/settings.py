@@ -43,21 +43,42 @@ def check_fraction(key: str, value: float) -> None:
 # ---------------------------------------------------------------- stages
 
 
+SCOUT, CLIPS, UNIFORM = "scout", "clips", "uniform"
+SAMPLING_POLICIES = (CLIPS, UNIFORM, SCOUT)
+# A manipulated stretch this long is always seen by scouting: scout frames are at most this far apart.
+MAX_SCOUT_EVERY_S = 5.0
+
+
 @dataclass
 class SamplingConfig:
-    """Which frames of a video are decoded."""
+    """Which frames of a video are decoded.
 
-    policy: str = "clips"  # "clips": K clips of consecutive frames; "uniform": evenly spaced frames
+    ``scout`` (the default) covers the whole video: single frames at most
+    ``scout_every_s`` apart are detected and scored by the frame model, then the
+    dense clips go where they scored highest (``context_clips`` of them spread
+    evenly instead). Without a frame model to score them (the training job's
+    extraction) it samples as ``clips`` does. ``clips``: evenly spaced clips only,
+    the cheap policy. ``uniform``: ``clip_len`` frames spread over the video.
+    """
+
+    policy: str = SCOUT
     clip_len: int = 25
-    clip_every_s: float = 5.0  # one more clip for every this many seconds of video
+    clip_every_s: float = 5.0  # one more clip for every this many seconds of video; scouted clips this far apart
     max_clips: int = 4
     snap_to_keyframes: bool = True  # start clips on a keyframe near the planned start (no decode wasted)
+    scout_every_s: float = 2.0  # scout: at most this many seconds between scout frames (on keyframes where they allow)
+    context_clips: int = 1  # scout: dense clips spread evenly for context (the rest follow the scout scores)
 
     def validate(self) -> None:
-        check_choice("sampling.policy", self.policy, ("clips", "uniform"))
+        check_choice("sampling.policy", self.policy, SAMPLING_POLICIES)
         check_positive("sampling.clip_len", self.clip_len)
         check_positive("sampling.clip_every_s", self.clip_every_s)
         check_positive("sampling.max_clips", self.max_clips)
+        check_positive("sampling.scout_every_s", self.scout_every_s)
+        if self.scout_every_s > MAX_SCOUT_EVERY_S:
+            raise ConfigError(f"config key 'sampling.scout_every_s' must be at most {MAX_SCOUT_EVERY_S:g} "
+                              f"(a manipulated stretch that long must always be seen), got {self.scout_every_s}")
+        check_non_negative("sampling.context_clips", self.context_clips)
 
 
 @dataclass
@@ -67,7 +88,8 @@ class DecodeConfig:
     # Tried in order: a later decoder reads the file when an earlier one fails, crashes or hangs.
     decoders: list[str] = field(default_factory=lambda: ["decord", "pyav"])
     isolate: bool = True  # decode in a child process (false: in-process, for debugging only)
-    timeout_s: float = 120.0  # per input and decoder; the child is killed after this
+    timeout_s: float = 120.0  # per input and decoder, and per call to the decoder; the child is killed after this
+    timeout_s_per_minute: float = 30.0  # more budget per minute of video (scouting a long video makes many calls)
     memory_mb: int = 4096  # address-space limit of the decoder process (0: none)
     max_side: int = 1920  # larger frames are downscaled inside the decoder
     max_pixels: int = 40_000_000  # larger frames (over 8K UHD) are refused: status too_large
@@ -88,6 +110,7 @@ class DecodeConfig:
             except ValueError as e:
                 raise ConfigError(f"decode.decoders: {e}") from None
         check_positive("decode.timeout_s", self.timeout_s)
+        check_non_negative("decode.timeout_s_per_minute", self.timeout_s_per_minute)
         check_non_negative("decode.memory_mb", self.memory_mb)
         if 0 < self.memory_mb < 512:
             raise ConfigError(f"decode.memory_mb must be 0 (no limit) or at least 512, got {self.memory_mb}")

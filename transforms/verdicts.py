@@ -6,9 +6,12 @@ from dataclasses import dataclass
 from typing import Any, Optional, Sequence
 
 import apache_beam as beam
+import numpy as np
 import pyarrow as pa
 
 from models.labels import verdict
+from models.scouting import ScoutFrame
+from models.segments import Segment
 from transforms.elements import ExtractedMedia
 from transforms.parquet_sink import WriteParquetTable
 
@@ -26,6 +29,40 @@ TRACK_TYPE = pa.struct(
         ("score", pa.float32()),  # null: not scored (e.g. smaller than faces.min_judge_size)
     ]
 )
+
+# A face on a scout frame (sampling policy ``scout``).
+SCOUT_FACE_TYPE = pa.struct(
+    [
+        ("box", pa.list_(pa.float32(), 4)),  # x1, y1, x2, y2, source pixels
+        ("detection_score", pa.float32()),
+        ("face_size", pa.float32()),  # longer box side, source pixels
+        ("score", pa.float32()),  # the frame model's fake probability; null: too small to judge
+    ]
+)
+
+# One scout frame: the whole-video timeline.
+TIMELINE_TYPE = pa.struct(
+    [
+        ("frame_index", pa.int32()),
+        ("timestamp", pa.float64()),
+        ("score", pa.float32()),  # its most suspicious face's; null: no face judged
+        ("faces", pa.list_(SCOUT_FACE_TYPE)),
+    ]
+)
+
+# One dense clip: where it lies, why, and its score (its tracks aggregated as the input's are).
+CLIP_TYPE = pa.struct(
+    [
+        ("clip_index", pa.int32()),  # tracks[].clip_index
+        ("start_s", pa.float64()),
+        ("end_s", pa.float64()),
+        ("placed", pa.string()),  # scout, context (policy scout); even (clips); uniform
+        ("score", pa.float64()),  # null: no face judged in it
+    ]
+)
+
+# A stretch judged manipulated (models/segments.py).
+SEGMENT_TYPE = pa.struct([("start_s", pa.float64()), ("end_s", pa.float64()), ("score", pa.float64())])
 
 VERDICT_SCHEMA = pa.schema(
     [
@@ -45,6 +82,10 @@ VERDICT_SCHEMA = pa.schema(
         ("faces_found", pa.int32()),
         ("num_tracks", pa.int32()),
         ("tracks", pa.list_(TRACK_TYPE)),
+        ("sampling_policy", pa.string()),  # videos: scout, clips or uniform (what chose the frames)
+        ("timeline", pa.list_(TIMELINE_TYPE)),  # scout frames across the video, in time order
+        ("clips", pa.list_(CLIP_TYPE)),
+        ("segments", pa.list_(SEGMENT_TYPE)),  # stretches judged manipulated, in time order
         ("score", pa.float64()),
         ("label", pa.string()),
         ("threshold", pa.float64()),
@@ -91,11 +132,14 @@ def verdict_row(
     device: Optional[str] = None,
     status: Optional[str] = None,
     error: Optional[str] = None,
+    clip_scores: Optional[dict[int, float]] = None,
+    segments: Sequence[Segment] = (),
 ) -> dict[str, Any]:
     """One row of ``VERDICT_SCHEMA`` for ``item``; ``status``/``error`` override the item's.
 
     ``track_scores``/``track_probabilities`` follow ``item.tracks``; the tracks too
     small to judge (``item.small_tracks``) follow them in the row, unscored.
+    ``clip_scores``: clip index -> score of the clips holding judged faces.
     """
     info = item.info
     tracks = []
@@ -137,6 +181,14 @@ def verdict_row(
         "faces_found": item.faces_found,
         "num_tracks": len(tracks),
         "tracks": tracks,
+        "sampling_policy": item.sampling,
+        "timeline": [_timeline_entry(f) for f in item.scouts],
+        "clips": [
+            {"clip_index": k, "start_s": c.start_s, "end_s": c.end_s, "placed": c.placed,
+             "score": (clip_scores or {}).get(k)}
+            for k, c in enumerate(item.clips)
+        ],
+        "segments": [{"start_s": g.start_s, "end_s": g.end_s, "score": g.score} for g in segments],
         "score": None if score is None else float(score),
         "label": label,
         "threshold": threshold,
@@ -151,6 +203,15 @@ def verdict_row(
         "scanned_at": dt.datetime.now(dt.timezone.utc),
         "previous_scan_id": previous.get("scan_id"),
     }
+
+
+def _timeline_entry(frame: ScoutFrame) -> dict[str, Any]:
+    faces = [
+        {"box": [float(v) for v in box], "detection_score": float(det), "face_size": float(size),
+         "score": float(p) if np.isfinite(p) else None}
+        for box, det, size, p in zip(frame.boxes, frame.detection_scores, frame.face_sizes, frame.probabilities)
+    ]
+    return {"frame_index": frame.frame_index, "timestamp": frame.timestamp, "score": frame.score, "faces": faces}
 
 
 class WriteVerdicts(beam.PTransform):
