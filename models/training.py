@@ -1,10 +1,12 @@
 """Training loops for the frame and sequence models (pure torch, no Beam).
 
-The training job (``pipeline/train_data.py``, ``pipeline/frame_stage.py``) reads the face table, builds these
-datasets and calls these functions; its per-epoch validation uses
-``predict_frames``, while calibration runs the scan's own predictors
-(``models.inference``). Preprocessing is ``FacePreprocess``, the same object the
-scanner uses, applied to whole uint8 batches.
+The training job (``pipeline/frame_stage.py``, ``pipeline/sequence_stage.py``)
+streams the face table (``models.streaming``) into :class:`CropBatch` batches
+and calls these functions; its per-epoch validation runs the frame model in eval
+mode, while calibration runs the scan's own predictors (``models.inference``).
+Preprocessing is ``FacePreprocess``, the same object the scanner uses, applied
+to whole uint8 batches on the training device; :class:`MixedPrecision` is the
+autocast (and, for fp16, the gradient scaler) of a step.
 """
 from __future__ import annotations
 

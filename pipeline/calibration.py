@@ -6,6 +6,11 @@ crops through ``models.inference.FramePredictor`` (and the BiLSTM through
 the card's aggregator and the scan's default strategy. The verdict threshold is
 then chosen on those scores (``models.metrics.operating_point``), so it means on
 a scan what it meant on validation.
+
+The validation crops stream from the face table (``pipeline.train_stream``):
+per crop, training keeps only the logits, box and frame in memory (~30 bytes);
+the embeddings the BiLSTM needs go to a file on local disk (:class:`TrackOutputs`),
+and a video's tracks are read back together when it is scored.
 """
 from __future__ import annotations
 
@@ -22,7 +27,7 @@ from models.aggregation import BILSTM, TrackFaces, aggregate
 from models.card import ModelCard
 from models.checkpoint import LoadedCheckpoint
 from models.inference import FramePredictor, SequencePredictor
-from models.labels import FAKE, class_index
+from models.labels import FAKE_INDEX
 from models.metrics import OperatingPoint, fit_temperature, operating_point
 from pipeline.train_data import FaceIndex, track_crops
 from pipeline.train_stream import EmbeddingStore, TrackEmbeddings, plain_stream, stream_loader
@@ -130,7 +135,7 @@ def frame_outputs(predictor: FramePredictor, index: FaceIndex, tracks: np.ndarra
     crops = track_crops(index, tracks)
     lengths = np.diff(index.track_start)[tracks]
     labels = index.targets(tracks)
-    copied = tracks[labels != class_index(FAKE)] if blend is not None else tracks[:0]
+    copied = tracks[labels != FAKE_INDEX] if blend is not None else tracks[:0]
     copied_crops = track_crops(index, copied)
     store = EmbeddingStore(len(crops) + len(copied_crops))
     logits, kept_boxes = None, np.zeros((len(crops), 4), np.float32) if boxes else None
@@ -153,7 +158,7 @@ def frame_outputs(predictor: FramePredictor, index: FaceIndex, tracks: np.ndarra
     videos = [index.videos[v] for v in index.track_video[np.concatenate([tracks, copied])]]
     return TrackOutputs(
         tracks=np.concatenate([tracks, copied]), videos=videos,
-        labels=np.concatenate([labels, np.full(len(copied), class_index(FAKE), np.int64)]),
+        labels=np.concatenate([labels, np.full(len(copied), FAKE_INDEX, np.int64)]),
         bounds=bounds, frames=index.crop_frame[crops], boxes=kept_boxes,
         logits=logits if logits is not None else np.zeros((0, 2), np.float32),
         embeddings=TrackEmbeddings(store, bounds))

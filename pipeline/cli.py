@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import argparse
 import logging
+import os
 import sys
 from typing import Optional, Sequence
 
@@ -343,7 +344,8 @@ def _train(args) -> int:
     overrides = list(args.overrides) + ([f"resume={args.resume}"] if args.resume else [])
     config = load_config(TrainConfig, args.config, overrides)
     path = run_train(config)
-    print(f"checkpoint written to {path}")
+    if os.environ.get("RANK", "0") == "0":  # under torchrun only rank 0 writes the checkpoint
+        print(f"checkpoint written to {path}")
     return 0
 
 

@@ -103,16 +103,16 @@ def train_frames(
 ) -> tuple[torch.nn.Module, int, bool]:
     """Train ``model`` for ``frame.epochs`` (or until early stopping).
 
-    Returns:
-        The model with the best weights, the last whole epoch (0-based, as ``state.pt``
-        records it), and whether this run trained at all (a resumed run may find the
-        stage done).
-
     Args:
         crop: How the face table's crops were cut (self-blending needs their margin).
         ranks: This process's place among the data-parallel ranks (``pipeline.distributed``).
         resume: A state from ``pipeline.train_state.load_state``, or None for a fresh start.
         out: The output folder; rank 0 writes ``state.pt`` there.
+
+    Returns:
+        The model with the best weights, the last whole epoch (0-based, as ``state.pt``
+        records it), and whether this run trained at all (a resumed run may find the
+        stage done).
     """
     stage = config.frame
     preprocess = FacePreprocess.from_card(card)
@@ -194,7 +194,11 @@ class _EpochRun:
         totals = FrameTotals(mine["totals"] if mine else None)
         done_before, seen_before = tracker.steps, totals.seen
 
+        first_batch: list[float] = []  # seconds until the first step ended: loader start-up, first row groups
+
         def after_step(batch) -> None:
+            if not first_batch:
+                first_batch.append(time.perf_counter() - started)
             if self.parts.ema is not None:
                 self.parts.ema.update_parameters(self.parts.model)
             tracker.update(batch)
@@ -204,11 +208,11 @@ class _EpochRun:
                     save_state(f"{self.out}/state.pt", config, epoch - 1, self.parts, best_state,
                                {"epoch": epoch, "world": ranks.world, "ranks": ranks_data})
 
+        started = time.perf_counter()
         loader = stream_loader(stream, stage.workers, pin_memory=ranks.device.type == "cuda",
                                seed=config.seed + epoch)
         bar = functools.partial(tqdm, desc=f"frame epoch {epoch + 1}/{stage.epochs}", leave=False, unit="batch",
                                 total=steps, initial=done_before, disable=not ranks.is_main)
-        started = time.perf_counter()
         train_frame_epoch(self.network, itertools.islice(loader, max(steps - done_before, 0)), self.preprocess,
                           self.loss_fn, self.parts.optimizer, ranks.device, progress=bar, after_step=after_step,
                           precision=self.precision, totals=totals)
@@ -217,6 +221,7 @@ class _EpochRun:
         combined = FrameTotals.merged([state for state, _ in gathered])
         crops_now = sum(n for _, n in gathered)
         return {**combined.summary(), "steps": steps, "seconds": round(seconds, 2),
+                "first_batch_seconds": round(first_batch[0], 2) if first_batch else None,
                 "crops_per_second": round(crops_now / max(seconds, 1e-9), 1)}
 
 

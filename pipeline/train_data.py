@@ -31,6 +31,7 @@ from models.crops import ALIGNED, CropSpec
 from models.labels import class_index
 from pipeline.crop_record import read_crop_spec
 from pipeline.train_config import TrainConfig
+from transforms.face_schema import FACE_ROWS_PER_GROUP
 from transforms.settings import ConfigError
 from transforms.tables import IncompleteTableError, is_complete
 
@@ -214,7 +215,7 @@ def build_index(faces_dir: str, max_tracks_per_video: int) -> FaceIndex:
     parts = []
     for unit in tqdm(range(len(groups)), desc="indexing the face table", unit="row group", leave=False):
         rows = groups.read(unit, INDEX_COLUMNS)
-        encoded = pc.dictionary_encode(rows.column("video_id")).combine_chunks()
+        encoded = pc.dictionary_encode(rows.column("video_id").combine_chunks())
         names = encoded.dictionary.to_pylist()
         local = encoded.indices.to_numpy(zero_copy_only=False).astype(np.int64)
         _, first = np.unique(local, return_index=True)
@@ -258,6 +259,11 @@ def build_index(faces_dir: str, max_tracks_per_video: int) -> FaceIndex:
         unit_start=np.searchsorted(unit_of[by_unit], np.arange(len(groups) + 1)).astype(np.int64),
         unit_crops=by_unit.astype(np.int32),
     )
+    largest = int(np.bincount(unit_of, minlength=1).max()) if len(unit_of) else 0
+    if largest > 4 * FACE_ROWS_PER_GROUP:
+        logger.warning("the face table has row groups of up to %d crops, and training reads a row group whole "
+                       "(a few times its size in memory, per loader worker): extract it again for row groups of "
+                       "%d crops", largest, FACE_ROWS_PER_GROUP)
     summary = index.summary()
     logger.info("face table: %d crops in %d row groups; index %.1f MB; %s", index.num_crops, index.num_units,
                 index.nbytes / 2**20, summary)

@@ -83,9 +83,9 @@ def save_sequence_state(path: str, frame_epoch: int, epoch: int, model: torch.nn
     ``frame_epoch`` names the frame model it learnt from (``state.pt``'s epoch):
     a resumed run that trains the frame model further starts the sequence stage afresh.
     """
-    _write(path, {"format": SEQUENCE_FORMAT, "frame_epoch": frame_epoch, "epoch": epoch,
-                  "model": model.state_dict(), "optimizer": optimizer.state_dict(), "early_stopping": early.state_dict(),
-                  "best_model": best, "rng": rng.bit_generator.state})
+    _write(path, {"format": SEQUENCE_FORMAT, "frame_epoch": frame_epoch, "epoch": epoch, "model": model.state_dict(),
+                  "optimizer": optimizer.state_dict(), "early_stopping": early.state_dict(), "best_model": best,
+                  "rng": rng.bit_generator.state})
 
 
 def sequence_state_path(state_path: str) -> str:

@@ -116,6 +116,11 @@ BEAM_FREE = (
     "pipeline.summary",
     "pipeline.report",
     "pipeline.train",
+    "pipeline.train_data",
+    "pipeline.train_stream",
+    "transforms.face_schema",
+    "transforms.manifests",
+    "pipeline.splits",
 )
 
 

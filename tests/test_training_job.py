@@ -28,6 +28,7 @@ from pipeline.synthetic.trainset import generate_training_set
 from transforms.face_table import FACE_SCHEMA
 
 FAST_SCAN = ["--set", "faces.detect_size=320"]
+ROWS_PER_GROUP = 16
 
 
 def _set(*settings) -> list[str]:
@@ -56,8 +57,10 @@ def faces_dir(tiny_set, tmp_path_factory):
     train_yaml = tmp_path_factory.mktemp("train_config") / "tiny.yaml"
     train_yaml.write_text("model:\n  input_size: 64\n")
     out = tmp_path_factory.mktemp("faces")
-    assert main(["extract", "--data", str(data / "manifest.csv"), "--output", str(out),
-                 "--train-config", str(train_yaml), *FAST_SCAN], test_pipeline=TestPipeline()) == 0
+    with pytest.MonkeyPatch.context() as patch:  # small row groups: training streams many of them
+        patch.setattr("pipeline.extract.FACE_ROWS_PER_GROUP", ROWS_PER_GROUP)
+        assert main(["extract", "--data", str(data / "manifest.csv"), "--output", str(out),
+                     "--train-config", str(train_yaml), *FAST_SCAN], test_pipeline=TestPipeline()) == 0
     return out
 
 
@@ -74,6 +77,10 @@ def test_extracted_faces_table(faces_dir, tiny_set):
     _, items = tiny_set
     table = pq.read_table(str(faces_dir / "faces"))
     assert table.schema.equals(FACE_SCHEMA, check_metadata=False)
+    # extract writes row groups of bounded size, the units training streams
+    groups = [pq.ParquetFile(p).metadata for p in sorted((faces_dir / "faces").glob("*.parquet"))]
+    sizes = [m.row_group(g).num_rows for m in groups for g in range(m.num_row_groups)]
+    assert max(sizes) <= ROWS_PER_GROUP and sum(sizes) == table.num_rows and len(sizes) > 1
     rows = table.to_pylist()
     by_uri = {i.uri: i for i in items}
     assert {r["uri"] for r in rows} == set(by_uri)  # every generated video gave faces
