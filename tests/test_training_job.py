@@ -466,7 +466,10 @@ def test_calibration_scores_validation_as_the_scan_does(tmp_path, aggregator):
     assert reals.max() < fakes.min(), f"synthetic validation not separable: {scores} {labels}"
     assert stored["method"] == "gap_midpoint" and (stored["val_fpr"], stored["val_tpr"]) == (0.0, 1.0)
     assert reals.max() < card.threshold < fakes.min()
-    logit = lambda p: math.log(p / (1 - p))  # noqa: E731
+    from models.metrics import _LOGIT_EPS
+
+    # scores as confident as 1e-10 are clipped before the logit, as the operating point clips them
+    logit = lambda p: math.log(min(max(p, _LOGIT_EPS), 1 - _LOGIT_EPS) / (1 - min(max(p, _LOGIT_EPS), 1 - _LOGIT_EPS)))  # noqa: E731,E501
     assert logit(card.threshold) == pytest.approx((logit(reals.max()) + logit(fakes.min())) / 2, abs=1e-4)
 
 
