@@ -22,7 +22,7 @@ import numpy as np
 
 from models.align import face_template
 from models.crops import CropSpec
-from models.face_mask import MASK_OUTLINES
+from models.face_mask import MASK_OUTLINES, OUTLINES
 from models.labels import FAKE_INDEX as FAKE
 from models.labels import REAL_INDEX as REAL
 from models.manipulate import SELF_BLEND, BlendParams, BlendVariety, blend_face
@@ -31,7 +31,8 @@ logger = logging.getLogger(__name__)
 
 _PROBABILITIES = ("flip_p", "color_jitter_p", "downscale_p", "blur_p", "jpeg_p", "sbi_p",
                   "sbi_mask_deform_p", "sbi_misalign_p", "sbi_color_p", "sbi_sharpness_p",
-                  "sbi_resample_p", "sbi_jpeg_p", "sbi_full_blend_p")
+                  "sbi_resample_p", "sbi_jpeg_p", "sbi_full_blend_p", "sbi_noise_p", "sbi_warp_p",
+                  "sbi_seamless_p")
 _NOT_PAIRS = _PROBABILITIES + ("sbi_mask_outlines",)
 _MIN_SIGMA = 0.1  # below this a Gaussian kernel is the identity on uint8 pixels
 _GRAY = np.array([0.299, 0.587, 0.114], dtype=np.float32)  # ITU-R BT.601 luma
@@ -63,8 +64,11 @@ class AugmentConfig:
     uniformly, ``sbi_mask_deform_p`` deforms the mask (affine and elastic),
     ``sbi_mask_blur`` is its soft-edge sigma as a fraction of the face size, each
     ``sbi_<mismatch>_p`` is the chance the source carries that mismatch (at least
-    one of colour, sharpness, resample and JPEG always), and the blend ratio is 1
-    with ``sbi_full_blend_p``, else drawn from ``sbi_blend_ratio``.
+    one of colour, sharpness, resample and JPEG always; grain and a smooth warp
+    come on top), ``sbi_seamless_p`` the chance of Poisson blending, and the blend
+    ratio is 1 with ``sbi_full_blend_p``, else drawn from ``sbi_blend_ratio``.
+    ``sbi_mask_outlines`` may name whole-face outlines and parts (eyes, nose, mouth:
+    a local edit), see :data:`models.face_mask.OUTLINES`.
     """
 
     blur_p: float = 0.5
@@ -89,6 +93,9 @@ class AugmentConfig:
     sbi_jpeg_p: float = 0.3
     sbi_blend_ratio: list[float] = field(default_factory=lambda: [0.25, 1.0])
     sbi_full_blend_p: float = 0.5
+    sbi_noise_p: float = 0.3
+    sbi_warp_p: float = 0.3
+    sbi_seamless_p: float = 0.3
 
     def validate(self) -> None:
         """Raise ``ValueError`` naming the first setting that is out of range."""
@@ -98,8 +105,8 @@ class AugmentConfig:
                 raise ValueError(f"{name} must be in [0, 1], got {value}")
         pairs = {f.name: _pair(getattr(self, f.name), f.name) for f in fields(self) if f.name not in _NOT_PAIRS}
         outlines = self.sbi_mask_outlines
-        if isinstance(outlines, str) or not outlines or set(outlines) - set(MASK_OUTLINES):
-            raise ValueError(f"sbi_mask_outlines must name some of {MASK_OUTLINES}, got {outlines!r}")
+        if isinstance(outlines, str) or not outlines or set(outlines) - set(OUTLINES):
+            raise ValueError(f"sbi_mask_outlines must name some of {OUTLINES}, got {outlines!r}")
         checks = {
             "brightness": pairs["brightness"][0] >= 0.0,
             "contrast": pairs["contrast"][0] >= 0.0,
@@ -227,6 +234,9 @@ def self_blend_params(config: AugmentConfig | None = None) -> BlendParams:
         resample_p=cfg.sbi_resample_p,
         jpeg_p=cfg.sbi_jpeg_p,
         full_blend_p=cfg.sbi_full_blend_p,
+        noise_p=cfg.sbi_noise_p,
+        warp_p=cfg.sbi_warp_p,
+        seamless_p=cfg.sbi_seamless_p,
     )
     return replace(_TRAINING_BLEND, mask_blur=cfg.sbi_mask_blur, blend_ratio=cfg.sbi_blend_ratio,
                    variety=variety)

@@ -2,9 +2,10 @@
 
 :class:`BlendParams` alone is the sample archive's recipe: every blend gets a
 misalignment, a colour shift and a blur or sharpening, inside the ``"face"``
-mask. Training adds a :class:`BlendVariety`: mask outline and deformation, and
-which mismatches (misalignment, colour, sharpness, resampling, JPEG) a blend
-gets, are then drawn at random too; its draws come after all of
+mask. Training adds a :class:`BlendVariety`: mask outline (whole face or one
+part) and deformation, which mismatches (misalignment, colour, sharpness,
+resampling, JPEG, grain, warp) a blend gets, and whether it is blended in the
+gradient domain, are then drawn at random too; its draws come after all of
 :class:`BlendParams`' draws, so the sample archive's blends do not change.
 :func:`draw_blend` turns ranges into one :class:`BlendSample`;
 :func:`models.manipulate.blend_face` applies it.
@@ -28,6 +29,7 @@ from models.face_mask import (
     DEFAULT_MORPH,
     FACE_OUTLINE,
     MASK_OUTLINES,
+    OUTLINES,
     as_range,
 )
 
@@ -38,7 +40,8 @@ MANIPULATIONS: tuple[str, ...] = (SELF_BLEND, FACE_SWAP)
 # Source/target mismatches a blend can carry. The sample archive's blends always carry
 # the first three; with a BlendVariety each is drawn with its own probability.
 MISALIGN, COLOUR, SHARPNESS, RESAMPLE, JPEG = "misalign", "colour", "sharpness", "resample", "jpeg"
-MISMATCHES: tuple[str, ...] = (MISALIGN, COLOUR, SHARPNESS, RESAMPLE, JPEG)
+NOISE, WARP = "noise", "warp"
+MISMATCHES: tuple[str, ...] = (MISALIGN, COLOUR, SHARPNESS, RESAMPLE, JPEG, NOISE, WARP)
 _APPEARANCE = (COLOUR, SHARPNESS, RESAMPLE, JPEG)  # a varied blend always carries one of these
 
 Range = tuple[float, float]
@@ -78,6 +81,16 @@ class BlendVariety:
         jpeg_quality: JPEG quality range, integers in ``[1, 100]``.
         full_blend_p: Probability of a blend ratio of exactly 1; otherwise it is
             drawn from ``BlendParams.blend_ratio``.
+        noise_p: Probability of grain in the source that the target lacks (or more of
+            it): a region re-synthesised, or shot by another camera, carries another
+            noise level.
+        noise_sigma: Standard deviation of that grain in 8-bit levels.
+        warp_p: Probability of bending the source by a smooth random displacement field:
+            a region re-rendered with its own geometry, resampled on the way.
+        warp_amount: Typical displacement of that field, fraction of the face size.
+        seamless_p: Probability of gradient-domain (Poisson) blending: the source's
+            colour then meets the target's at the mask edge, and only what lies
+            inside (texture, sharpness, noise, geometry) gives it away.
     """
 
     mask_outlines: tuple[str, ...] = MASK_OUTLINES
@@ -94,13 +107,18 @@ class BlendVariety:
     jpeg_p: float = 0.3
     jpeg_quality: Range = (30, 90)
     full_blend_p: float = 0.5
+    noise_p: float = 0.3
+    noise_sigma: Range = (1.5, 6.0)
+    warp_p: float = 0.3
+    warp_amount: Range = (0.005, 0.02)
+    seamless_p: float = 0.3
 
     def __post_init__(self) -> None:
         outlines = tuple(str(o) for o in (
             [self.mask_outlines] if isinstance(self.mask_outlines, str) else self.mask_outlines))
-        unknown = sorted(set(outlines) - set(MASK_OUTLINES))
+        unknown = sorted(set(outlines) - set(OUTLINES))
         if not outlines or unknown:
-            raise ValueError(f"mask_outlines must name some of {MASK_OUTLINES}, got {outlines}")
+            raise ValueError(f"mask_outlines must name some of {OUTLINES}, got {outlines}")
         object.__setattr__(self, "mask_outlines", outlines)
         for field in dataclasses.fields(self):
             value = getattr(self, field.name)
@@ -116,6 +134,8 @@ class BlendVariety:
             "resample_scale": 0 < self.resample_scale[0] and self.resample_scale[1] <= 1,
             "jpeg_quality": 1 <= self.jpeg_quality[0] and self.jpeg_quality[1] <= 100
             and all(float(q).is_integer() for q in self.jpeg_quality),
+            "noise_sigma": self.noise_sigma[0] > 0,
+            "warp_amount": 0 < self.warp_amount[0] and self.warp_amount[1] < 0.1,
         }
         bad = [name for name, ok in checks.items() if not ok]
         if bad:
@@ -125,7 +145,7 @@ class BlendVariety:
     def probabilities(self) -> dict[str, float]:
         """Mismatch name -> probability of applying it."""
         return {MISALIGN: self.misalign_p, COLOUR: self.colour_p, SHARPNESS: self.sharpness_p,
-                RESAMPLE: self.resample_p, JPEG: self.jpeg_p}
+                RESAMPLE: self.resample_p, JPEG: self.jpeg_p, NOISE: self.noise_p, WARP: self.warp_p}
 
 
 @dataclass(frozen=True)
@@ -234,6 +254,11 @@ class BlendSample:
     resample: float = 1.0  # shrink factor before scaling back up; 1: none
     resample_interpolation: str = ""  # "area" or "nearest" when resampled
     jpeg_quality: int = 0  # quality of the source's JPEG round trip; 0: none
+    noise_sigma: float = 0.0  # grain added to the source, 8-bit levels; 0: none
+    noise_seed: int = 0
+    warp: float = 0.0  # typical displacement of the source's smooth warp; 0: none
+    warp_seed: int = 0
+    seamless: bool = False  # gradient-domain (Poisson) blending instead of alpha only
 
 
 def draw_blend(params: BlendParams, rng: np.random.Generator, size: float, kind: str,
@@ -288,7 +313,9 @@ def _vary(sample: BlendSample, variety: BlendVariety, rng: np.random.Generator, 
     elastic = float(rng.uniform(*variety.mask_elastic) * size)
     elastic_seed = int(rng.integers(2**31))
     chances = variety.probabilities()
-    applied = {name: bool(rng.random() < p) for name, p in chances.items()}
+    # The first five mismatches' draws come first, in their original order; noise, warp
+    # and seamless blending (added later) draw after everything else.
+    applied = {name: bool(rng.random() < chances[name]) for name in MISMATCHES[:5]}
     brightness, contrast = (float(1.0 + _signed(rng, r, 1)[0])
                             for r in (variety.brightness, variety.contrast))
     resample = float(rng.uniform(*variety.resample_scale))
@@ -301,6 +328,11 @@ def _vary(sample: BlendSample, variety: BlendVariety, rng: np.random.Generator, 
         forced = possible[int(rng.integers(len(possible)))]
         if not any(applied[name] for name in possible):
             applied[forced] = True
+    applied[NOISE], applied[WARP] = (bool(rng.random() < chances[name]) for name in (NOISE, WARP))
+    noise_sigma = float(rng.uniform(*variety.noise_sigma))
+    warp = float(rng.uniform(*variety.warp_amount) * size)
+    noise_seed, warp_seed = (int(s) for s in rng.integers(2**31, size=2))
+    seamless = bool(rng.random() < variety.seamless_p)
     values: dict = dict(
         mismatches=tuple(name for name in MISMATCHES if applied[name]),
         mask_outline=outline,
@@ -308,6 +340,7 @@ def _vary(sample: BlendSample, variety: BlendVariety, rng: np.random.Generator, 
         mask_elastic=elastic if deform else 0.0,
         mask_elastic_seed=elastic_seed if deform else 0,
         blend_ratio=1.0 if full else sample.blend_ratio,
+        seamless=seamless,
     )
     if not applied[MISALIGN]:
         values.update(scale=1.0, translate=(0.0, 0.0), rotate_deg=0.0)
@@ -322,6 +355,10 @@ def _vary(sample: BlendSample, variety: BlendVariety, rng: np.random.Generator, 
         values.update(resample=resample, resample_interpolation=interpolation)
     if applied[JPEG]:
         values.update(jpeg_quality=quality)
+    if applied[NOISE]:
+        values.update(noise_sigma=noise_sigma, noise_seed=noise_seed)
+    if applied[WARP]:
+        values.update(warp=warp, warp_seed=warp_seed)
     return dataclasses.replace(sample, **values)
 
 

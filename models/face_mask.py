@@ -4,9 +4,9 @@ Landmarks are the five MTCNN points (left eye, right eye, nose, left mouth
 corner, right mouth corner) in ``(x, y)`` pixels. Sizes are fractions of
 :func:`face_size`, so the same numbers mean the same mask on a 128-pixel
 training crop and on a 1080p frame. A mask is an outline (one of
-:data:`MASK_OUTLINES`) scaled about its centroid, optionally moved by an affine
-map and bent by a smooth random displacement field, then filled, eroded or
-dilated and blurred into a soft edge. Everything is plain numpy/OpenCV and
+:data:`OUTLINES`: the whole face, or one part of it) scaled about its centroid,
+optionally moved by an affine map and bent by a smooth random displacement
+field, then filled, eroded or dilated and blurred into a soft edge. Everything is plain numpy/OpenCV and
 deterministic given its inputs.
 """
 from __future__ import annotations
@@ -24,6 +24,10 @@ logger = logging.getLogger(__name__)
 # hull of the five landmarks; "oval": a smooth ellipse; "inner": brows, eyes, nose and
 # mouth without cheeks, forehead or jaw.
 MASK_OUTLINES: tuple[str, ...] = ("face", "hull", "oval", "inner")
+# Local parts, for edits of one region as attribute editing and local re-rendering make:
+# "eyes": a band over both eyes; "nose": the nose; "mouth": the lips and mouth corners.
+PART_OUTLINES: tuple[str, ...] = ("eyes", "nose", "mouth")
+OUTLINES: tuple[str, ...] = MASK_OUTLINES + PART_OUTLINES  # every outline a mask can take
 FACE_OUTLINE = "face"
 
 # Defaults of the sample archive's blends (see models.manipulate.BlendParams).
@@ -63,8 +67,8 @@ def mask_polygon(landmarks: np.ndarray, expand: float, outline: str = FACE_OUTLI
     ``"face"`` is the hull of the landmarks and of an oval reaching a little above
     the brows, below the lower lip and onto the cheeks.
     """
-    if outline not in MASK_OUTLINES:
-        raise ValueError(f"unknown mask outline {outline!r}; expected one of {MASK_OUTLINES}")
+    if outline not in OUTLINES:
+        raise ValueError(f"unknown mask outline {outline!r}; expected one of {OUTLINES}")
     left_eye, right_eye, nose, left_mouth, right_mouth = landmarks
     eye_mid, mouth_mid = (left_eye + right_eye) / 2, (left_mouth + right_mouth) / 2
     up, across = eye_mid - mouth_mid, right_eye - left_eye
@@ -75,6 +79,12 @@ def mask_polygon(landmarks: np.ndarray, expand: float, outline: str = FACE_OUTLI
         points = landmarks
     elif outline == "oval":
         points = _ellipse(centre + 0.1 * up, across, up, 0.75, 0.95)
+    elif outline == "eyes":
+        points = _ellipse(eye_mid, across, up, 1.0, 0.3)
+    elif outline == "nose":
+        points = _ellipse(nose + 0.2 * (eye_mid - nose), across, up, 0.32, 0.45)
+    elif outline == "mouth":
+        points = _ellipse(mouth_mid, across, up, 0.6, 0.24)
     else:  # inner: brows above the eyes, a little below the lower lip, no cheeks
         brows = [left_eye - 0.2 * across + 0.3 * up, right_eye + 0.2 * across + 0.3 * up]
         chin = [left_mouth - 0.05 * across - 0.2 * up, right_mouth + 0.05 * across - 0.2 * up]
@@ -84,17 +94,27 @@ def mask_polygon(landmarks: np.ndarray, expand: float, outline: str = FACE_OUTLI
     return centroid + expand * (hull - centroid)
 
 
-def _elastic(roi: np.ndarray, amplitude_px: float, seed: int) -> np.ndarray:
-    """Warp ``roi`` by a smooth random displacement field of typical size ``amplitude_px``."""
-    coarse = np.random.default_rng(seed).standard_normal((_ELASTIC_GRID, _ELASTIC_GRID, 2))
-    height, width = roi.shape
+def displacement_maps(shape: tuple[int, int], amplitude_px: float, seed: int,
+                      grid: int = _ELASTIC_GRID) -> tuple[np.ndarray, np.ndarray]:
+    """``cv2.remap`` maps of a smooth random displacement field of typical size ``amplitude_px``.
+
+    ``grid`` control points per side are drawn from ``seed`` and interpolated (bicubic)
+    to ``shape``; displacements are clipped to three times the amplitude.
+    """
+    height, width = shape
+    coarse = np.random.default_rng(seed).standard_normal((grid, grid, 2))
     limit = 3.0 * amplitude_px
     field = cv2.resize(coarse.astype(np.float32) * np.float32(amplitude_px), (width, height),
                        interpolation=cv2.INTER_CUBIC)
     field = np.clip(field, -limit, limit)
     xs, ys = np.meshgrid(np.arange(width, dtype=np.float32), np.arange(height, dtype=np.float32))
-    return cv2.remap(roi, xs + field[..., 0], ys + field[..., 1], cv2.INTER_LINEAR,
-                     borderMode=cv2.BORDER_CONSTANT, borderValue=0)
+    return xs + field[..., 0], ys + field[..., 1]
+
+
+def _elastic(roi: np.ndarray, amplitude_px: float, seed: int) -> np.ndarray:
+    """Warp ``roi`` by a smooth random displacement field of typical size ``amplitude_px``."""
+    map_x, map_y = displacement_maps(roi.shape, amplitude_px, seed)
+    return cv2.remap(roi, map_x, map_y, cv2.INTER_LINEAR, borderMode=cv2.BORDER_CONSTANT, borderValue=0)
 
 
 def render_mask(
@@ -117,7 +137,7 @@ def render_mask(
         expand: Outline scale about its centroid.
         morph_px: Erosion (negative) / dilation (positive) radius in pixels.
         blur_px: Soft-edge Gaussian sigma in pixels.
-        outline: One of :data:`MASK_OUTLINES`.
+        outline: One of :data:`OUTLINES`.
         affine: Optional ``2x3`` map (pixels) applied to the outline's vertices.
         elastic_px: Typical displacement of the elastic deformation in pixels (0: none).
         elastic_seed: Seed of the displacement field.
@@ -191,7 +211,7 @@ def landmark_mask(
         expand: Outline scale about its centroid.
         blur_sigma: Soft-edge sigma as a fraction of the face size.
         morph: Erosion (negative) / dilation (positive) radius as a fraction of the face size.
-        outline: One of :data:`MASK_OUTLINES`.
+        outline: One of :data:`OUTLINES`.
 
     Returns:
         float32 ``HxW`` mask in ``[0, 1]``, exactly 0 away from the face.

@@ -33,16 +33,27 @@ from models.blend_params import (
     MANIPULATIONS,
     MISALIGN,
     MISMATCHES,
+    NOISE,
     RESAMPLE,
     SELF_BLEND,
     SHARPNESS,
+    WARP,
     BlendParams,
     BlendSample,
     BlendVariety,
     draw_blend,
     manipulation_names,
 )
-from models.face_mask import MASK_OUTLINES, check_landmarks, face_size, landmark_mask, render_mask
+from models.face_mask import (
+    MASK_OUTLINES,
+    OUTLINES,
+    PART_OUTLINES,
+    check_landmarks,
+    displacement_maps,
+    face_size,
+    landmark_mask,
+    render_mask,
+)
 
 logger = logging.getLogger(__name__)
 
@@ -52,7 +63,7 @@ _UNSHARP_SIGMA = 1.5  # Gaussian of the unsharp mask that sharpens a source
 # are drawn (models.face_mask) are re-exported, so callers need not know where each lives.
 __all__ = [
     "COLOUR", "FACE_SWAP", "JPEG", "MANIPULATIONS", "MASK_OUTLINES", "MISALIGN", "MISMATCHES",
-    "RESAMPLE", "SELF_BLEND", "SHARPNESS", "BlendParams", "BlendResult", "BlendSample",
+    "NOISE", "OUTLINES", "PART_OUTLINES", "RESAMPLE", "SELF_BLEND", "SHARPNESS", "WARP", "BlendParams", "BlendResult", "BlendSample",
     "BlendVariety", "blend_face", "face_size", "landmark_mask", "manipulation_names",
 ]
 
@@ -133,15 +144,21 @@ def blend_face(
     pad = int(np.ceil(3.0 * max(sample.sharpness_amount, _UNSHARP_SIGMA))) + 2
     if sample.resample < 1.0 or sample.jpeg_quality:  # their blocks reach further
         pad += 8 + int(np.ceil(1.0 / sample.resample))
+    pad += int(np.ceil(3.0 * sample.warp))
     y0, y1 = max(rows.min() - pad, 0), min(rows.max() + pad + 1, height)
     x0, x1 = max(cols.min() - pad, 0), min(cols.max() + pad + 1, width)
     warp = _jitter_matrix(sample, target_points.mean(axis=0)) @ base
     warp[:2, 2] -= (x0, y0)
     warped = cv2.warpAffine(source, warp[:2], (int(x1 - x0), int(y1 - y0)),
                             flags=cv2.INTER_LINEAR, borderMode=cv2.BORDER_REFLECT_101)
+    if sample.warp > 0:
+        map_x, map_y = displacement_maps(warped.shape[:2], sample.warp, sample.warp_seed)
+        warped = cv2.remap(warped, map_x, map_y, cv2.INTER_LINEAR, borderMode=cv2.BORDER_REFLECT_101)
     styled = _restyle(warped.astype(np.float32), sample)
     region = target[y0:y1, x0:x1].astype(np.float32)
     alpha = mask[y0:y1, x0:x1, None]
+    if sample.seamless:
+        styled = _poisson_clone(styled, target[y0:y1, x0:x1], mask[y0:y1, x0:x1])
     blended = np.clip(np.rint(region + alpha * (styled - region)), 0, 255).astype(np.uint8)
     image = target.copy()
     image[y0:y1, x0:x1] = np.where(alpha > 0, blended, target[y0:y1, x0:x1])
@@ -185,11 +202,43 @@ def _resample(image: np.ndarray, factor: float, interpolation: str) -> np.ndarra
                       interpolation=cv2.INTER_LINEAR)
 
 
+def _poisson_clone(source: np.ndarray, target: np.ndarray, mask: np.ndarray) -> np.ndarray:
+    """``source`` (float32) cloned into ``target`` (uint8) in the gradient domain where ``mask`` > 0.5.
+
+    Inside the mask the result keeps the source's gradients and takes the target's
+    values at the mask's edge (``cv2.seamlessClone``); outside it is the target.
+    Images are padded first, since OpenCV wants the mask clear of the border.
+    """
+    inside = np.where(mask > 0.5, 255, 0).astype(np.uint8)
+    if not inside.any():
+        return source
+    pad = 2
+    src, dst = (cv2.copyMakeBorder(a, pad, pad, pad, pad, cv2.BORDER_REFLECT_101)
+                for a in (np.clip(np.rint(source), 0, 255).astype(np.uint8), target))
+    inside = cv2.copyMakeBorder(inside, pad, pad, pad, pad, cv2.BORDER_CONSTANT, value=0)
+    x, y, w, h = cv2.boundingRect(inside)
+    cloned = cv2.seamlessClone(src, dst, inside, (x + w // 2, y + h // 2), cv2.NORMAL_CLONE)
+    return cloned[pad:-pad, pad:-pad].astype(np.float32)
+
+
+def _grain(shape: tuple[int, int], sigma: float, seed: int) -> np.ndarray:
+    """Sensor-like grain of standard deviation ``sigma`` levels, ``HxWx3`` float32.
+
+    Mostly luminance (one field shared by the channels) with a little chroma, and
+    slightly correlated between neighbours, as demosaicing and denoising leave it.
+    """
+    rng = np.random.default_rng(seed)
+    luma = rng.standard_normal(shape).astype(np.float32)
+    chroma = 0.3 * rng.standard_normal((*shape, 3)).astype(np.float32)
+    field = cv2.GaussianBlur(luma[..., None] + chroma, (0, 0), 0.6)
+    return field * np.float32(sigma / max(float(field.std()), 1e-6))
+
+
 def _restyle(source: np.ndarray, sample: BlendSample) -> np.ndarray:
     """Apply the sampled appearance mismatches to a float32 RGB image in ``[0, 255]``.
 
     Order: colour (HSV, per-channel gain and offset, brightness and contrast),
-    blur or sharpening, resampling, JPEG.
+    blur or sharpening, grain, resampling, JPEG.
     """
     image = source
     if COLOUR in sample.mismatches:
@@ -207,6 +256,8 @@ def _restyle(source: np.ndarray, sample: BlendSample) -> np.ndarray:
     elif sample.sharpness == "sharpen":
         smooth = cv2.GaussianBlur(image, (0, 0), _UNSHARP_SIGMA)
         image = image + sample.sharpness_amount * (image - smooth)
+    if sample.noise_sigma > 0:
+        image = image + _grain(image.shape[:2], sample.noise_sigma, sample.noise_seed)
     if sample.resample < 1.0:
         image = _resample(image, sample.resample, sample.resample_interpolation)
     if sample.jpeg_quality:

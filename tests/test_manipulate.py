@@ -11,7 +11,7 @@ import pytest
 import skimage.data
 
 from models.align import align_face, estimate_similarity, face_template
-from models.face_mask import MASK_OUTLINES, render_mask
+from models.face_mask import MASK_OUTLINES, OUTLINES, PART_OUTLINES, render_mask
 from models.manipulate import (
     FACE_SWAP,
     MISMATCHES,
@@ -324,7 +324,7 @@ def test_varied_self_blend_changes_only_inside_its_mask(crop: np.ndarray, seed: 
 
 def test_variety_draws_every_outline_and_mismatch(crop: np.ndarray) -> None:
     seen: dict[str, set] = {"mismatch": set(), "outline": set(), "deformed": set(), "full": set(),
-                            "sharpness": set(), "resample": set()}
+                            "sharpness": set(), "resample": set(), "seamless": set()}
     for seed in range(60):
         drawn = blend_face(crop, TEMPLATE, np.random.default_rng(seed), params=VARIED).params
         assert set(drawn.mismatches) & {"colour", "sharpness", "resample", "jpeg"}
@@ -340,19 +340,29 @@ def test_variety_draws_every_outline_and_mismatch(crop: np.ndarray) -> None:
         assert ("sharpness" in drawn.mismatches) == (drawn.sharpness != "none")
         assert ("resample" in drawn.mismatches) == (drawn.resample < 1.0)
         assert ("jpeg" in drawn.mismatches) == (drawn.jpeg_quality > 0)
+        assert ("noise" in drawn.mismatches) == (drawn.noise_sigma > 0)
+        assert ("warp" in drawn.mismatches) == (drawn.warp > 0)
         assert (drawn.mask_affine is None) == (drawn.mask_elastic == 0.0)
+        seen["seamless"].add(drawn.seamless)
     assert seen["mismatch"] == set(MISMATCHES)
     assert seen["outline"] == set(MASK_OUTLINES)
+    assert seen["seamless"] == {True, False}
     assert seen["deformed"] == seen["full"] == {True, False}
     assert seen["sharpness"] == {"blur", "sharpen", "none"}
     assert seen["resample"] == {"", "area", "nearest"}
 
 
-def _only(mismatch: str) -> BlendParams:
-    chances = {f"{name}_p": float(name == mismatch) for name in
-               ("misalign", "colour", "sharpness", "resample", "jpeg")}
+def _only(mismatch: str, seamless: bool = False, outline: str = "face") -> BlendParams:
+    chances = {f"{name}_p": float(name == mismatch) for name in MISMATCHES}
     return dataclasses.replace(VARIED, blend_ratio=1.0, sharpen_prob=0.0, variety=BlendVariety(
-        mask_outlines=("face",), mask_deform_p=0.0, full_blend_p=1.0, **chances))
+        mask_outlines=(outline,), mask_deform_p=0.0, full_blend_p=1.0, seamless_p=float(seamless),
+        **chances))
+
+
+def _high_pass(image: np.ndarray) -> np.ndarray:
+    """What a 1-pixel Gaussian removes, per pixel and channel (float32)."""
+    image = np.asarray(image, dtype=np.float32)
+    return image - cv2.GaussianBlur(image, (0, 0), 1.0)
 
 
 def _laplacian_energy(img: np.ndarray, where: np.ndarray) -> float:
@@ -368,9 +378,12 @@ def test_each_mismatch_alone_changes_the_face(crop: np.ndarray, mismatch: str) -
         core = result.mask > 0.99
         diff = np.abs(result.image.astype(int) - crop.astype(int)).mean(axis=-1)
         assert core.sum() > 1000 and diff[core].mean() > 1.0, (mismatch, diff[core].mean())
+        before, after = _laplacian_energy(crop, core), _laplacian_energy(result.image, core)
         if mismatch in ("sharpness", "resample"):  # blur and resampling lose fine detail
-            before, after = _laplacian_energy(crop, core), _laplacian_energy(result.image, core)
             assert after < before, (mismatch, before, after)
+        if mismatch == "noise":  # grain: fine detail that the crop did not have
+            assert _high_pass(result.image.astype(np.float32) - crop)[core].std() > 1.0
+            assert 1.5 <= result.params.noise_sigma <= 6.0
         if mismatch == "jpeg":
             assert 30 <= result.params.jpeg_quality <= 90
 
@@ -394,3 +407,62 @@ def test_variety_validation_names_the_key(key: str, value) -> None:
         BlendVariety(**{key: value})
     with pytest.raises(ValueError, match="variety"):
         BlendParams(variety={"colour_p": 0.5})
+
+
+@pytest.mark.parametrize("part, inside, outside", [
+    ("eyes", (0, 1), (2, 3, 4)), ("nose", (2,), (0, 1, 3, 4)), ("mouth", (3, 4), (0, 1, 2))])
+def test_part_outlines_cover_their_part_only(part: str, inside, outside) -> None:
+    mask = render_mask((512, 512), ASTRONAUT_LANDMARKS, 1.0, 0.0, 0.0, outline=part)
+    whole = render_mask((512, 512), ASTRONAUT_LANDMARKS, 1.0, 0.0, 0.0, outline="face")
+    for k in inside:
+        x, y = np.round(ASTRONAUT_LANDMARKS[k]).astype(int)
+        assert mask[y, x] > 0.9, (part, k)
+    for k in outside:
+        x, y = np.round(ASTRONAUT_LANDMARKS[k]).astype(int)
+        assert mask[y, x] == 0.0, (part, k)
+    assert 0.05 * whole.sum() < mask.sum() < 0.5 * whole.sum()  # a part, not the face
+    assert set(PART_OUTLINES) <= set(OUTLINES) and not set(PART_OUTLINES) & set(MASK_OUTLINES)
+
+
+@pytest.mark.parametrize("part", PART_OUTLINES)
+def test_a_part_blend_changes_that_part_only(crop: np.ndarray, part: str) -> None:
+    result = blend_face(crop, TEMPLATE, np.random.default_rng(0), params=_only("colour", outline=part))
+    changed = np.abs(result.image.astype(int) - crop).max(axis=-1) > 0
+    assert result.params.mask_outline == part and changed.sum() > 50
+    assert np.all(result.mask[changed] > 0)
+    size, expand = face_size(TEMPLATE), VARIED.mask_expand[1]
+    reach = int(np.ceil((VARIED.mask_morph[1] + 3 * VARIED.mask_blur[1]) * size)) + 2
+    kernel = cv2.getStructuringElement(cv2.MORPH_ELLIPSE, (2 * reach + 1, 2 * reach + 1))
+    allowed = cv2.dilate((render_mask(crop.shape[:2], TEMPLATE.astype(np.float64), expand, 0.0, 0.0,
+                                      outline=part) > 0).astype(np.uint8), kernel) > 0
+    face = render_mask(crop.shape[:2], TEMPLATE.astype(np.float64), expand, 0.0, 0.0, outline="face") > 0
+    assert not changed[~allowed].any()
+    assert changed.sum() < 0.6 * face.sum()
+
+
+def test_seamless_blend_meets_the_target_at_the_edge_and_keeps_the_inside(crop: np.ndarray) -> None:
+    def blend(seamless: bool):
+        params = _only("colour", seamless=seamless)
+        params = dataclasses.replace(params, variety=dataclasses.replace(params.variety, noise_p=1.0))
+        return blend_face(crop, TEMPLATE, np.random.default_rng(3), params=params)
+
+    alpha, poisson = blend(False), blend(True)
+    assert not alpha.params.seamless and poisson.params.seamless
+    assert alpha.params.colour_offset == poisson.params.colour_offset  # the same draws
+    inside = (poisson.mask > 0.99).astype(np.uint8)
+    ring = (inside - cv2.erode(inside, np.ones((5, 5), np.uint8))).astype(bool)  # just inside the edge
+    step = {name: float(np.abs(r.image.astype(int) - crop.astype(int))[ring].mean())
+            for name, r in (("alpha", alpha), ("poisson", poisson))}
+    assert step["poisson"] < 0.5 * step["alpha"], step
+    core = cv2.erode(inside, np.ones((15, 15), np.uint8)).astype(bool)
+    grain = {name: float(_high_pass(r.image.astype(np.float32) - crop)[core].std())
+             for name, r in (("alpha", alpha), ("poisson", poisson))}
+    assert grain["alpha"] > 1.0 and grain["poisson"] > 0.8 * grain["alpha"], grain  # the inside is kept
+
+
+def test_warp_moves_the_source_smoothly(crop: np.ndarray) -> None:
+    results = [blend_face(crop, TEMPLATE, np.random.default_rng(seed), params=_only("warp"))
+               for seed in (0, 0, 1)]
+    np.testing.assert_array_equal(results[0].image, results[1].image)
+    assert results[0].params.warp > 0 and results[0].params.warp_seed != results[2].params.warp_seed
+    assert not np.array_equal(results[0].image, results[2].image)
