@@ -65,6 +65,7 @@ class CropBatch:
     index: Optional[np.ndarray] = None  # int64 [N]: each crop's place in the face index (streamed batches)
     boxes: Optional[np.ndarray] = None  # float32 [N, 4], when the stream reads them
     blended: Optional[np.ndarray] = None  # bool [N]: a self-blended copy of its crop
+    variant: Optional[np.ndarray] = None  # int64 [N]: 0 the crop, k its copy by validation family k (1-based)
     position: Optional[dict] = None  # the stream's position after this batch (models.streaming)
 
     def __len__(self) -> int:

@@ -7,12 +7,13 @@ them from the face table's row groups through a shuffle buffer
 (``models.streaming``; DataLoader workers decode and augment them:
 ``models.augment.TrainAugment``, blur, JPEG, ... and self-blended pseudo-fakes
 made from real crops), trains under autocast (``frame.precision``), and
-validates on fixed, evenly spaced validation crops; the weights with the lowest
-validation log loss are kept (early stopping on ``frame.patience``). With
-``frame.ema_decay`` a moving average of the weights is what is validated and
-kept. Under torchrun each rank trains on its own shard (``pipeline.distributed``).
-The state after every epoch, and every ``frame.save_every_steps`` steps, goes to
-``OUTPUT/state.pt`` (``pipeline.train_state``).
+validates on fixed, evenly spaced validation crops (with ``data.val_families``,
+also on fixed validation-only edits of the real ones: ``pipeline.frame_validation``);
+the weights with the lowest validation log loss are kept (early stopping on
+``frame.patience``). With ``frame.ema_decay`` a moving average of the weights is
+what is validated and kept. Under torchrun each rank trains on its own shard
+(``pipeline.distributed``). The state after every epoch, and every
+``frame.save_every_steps`` steps, goes to ``OUTPUT/state.pt`` (``pipeline.train_state``).
 """
 from __future__ import annotations
 
@@ -40,8 +41,9 @@ from models.registry import create_model
 from models.streaming import ShuffledStream, StreamTracker, resume_streams
 from models.training import EarlyStopping, FrameTotals, MixedPrecision, train_frame_epoch, weight_ema
 from pipeline.distributed import Ranks
+from pipeline.frame_validation import ValidationSet, auc_by_manipulation, item_order, log_aucs, validation_set
 from pipeline.train_config import TrainConfig
-from pipeline.train_data import FaceIndex, epoch_crops, validation_crops
+from pipeline.train_data import FaceIndex, epoch_crops
 from pipeline.train_state import FrameTraining, MetricsLog, restore_state, save_state
 from pipeline.train_stream import FaceCrops, stream_loader
 
@@ -134,8 +136,7 @@ def train_frames(
         logger.info("resuming the frame stage in epoch %d%s", start_epoch + 1, at)
     epoch_run = _EpochRun(config, card, ranks.wrap(model), parts, index, preprocess, precision, ranks, out,
                           augment=TrainAugment(config=config.augment, margin=crop.margin))
-    val_crops = validation_crops(index, config.data.val_frames_per_track)
-    val_labels = index.targets(index.track_of(val_crops))
+    val_items = validation_set(config, index, crop)
     trained, last_epoch = False, start_epoch - 1
     for epoch in range(start_epoch, stage.epochs):
         if parts.early.should_stop:
@@ -149,15 +150,19 @@ def train_frames(
                          config.seed, epoch)
         else:
             ranks.sync_buffers(model)
-        logits = _validation_logits(evaluated, index, val_crops, preprocess, precision, ranks, stage)
-        val = binary_report(val_labels, fake_probabilities(logits, card.fake_index), 0.5)
+        logits = _validation_logits(evaluated, index, val_items, preprocess, precision, ranks, stage)
+        probabilities = fake_probabilities(logits, card.fake_index)
+        val = binary_report(val_items.labels, probabilities, 0.5)
+        by_manipulation = auc_by_manipulation(val_items, probabilities)
+        if ranks.is_main:
+            log_aucs(epoch, by_manipulation)
         improved = parts.early.step(val["log_loss"])
         if improved:
             best_state = {k: v.detach().cpu().clone() for k, v in evaluated.state_dict().items()}
         log.write({"stage": "frame", "epoch": epoch + 1, "lr": parts.scheduler.get_last_lr()[0],
                    **{f"train_{k}": v for k, v in train.items()},
                    "val_auc": val["auc"], "val_log_loss": val["log_loss"], "val_accuracy": val["accuracy"],
-                   "best": improved})
+                   "val_auc_by_manipulation": by_manipulation, "val_items": len(val_items), "best": improved})
         if ranks.is_main:
             save_state(f"{out}/state.pt", config, epoch, parts, best_state)
         last_epoch = epoch
@@ -239,24 +244,34 @@ def _own_position(position: Optional[dict], ranks: Ranks, workers: int, epoch: i
 
 
 @torch.inference_mode()
-def _validation_logits(model, index: FaceIndex, crops: np.ndarray, preprocess: FacePreprocess,
+def _validation_logits(model, index: FaceIndex, items: ValidationSet, preprocess: FacePreprocess,
                        precision: MixedPrecision, ranks: Ranks, stage) -> np.ndarray:
-    """The model's logits on the validation crops, each rank a shard, gathered in crop order."""
-    stream = ShuffledStream(FaceCrops(index, crops), batch_size=2 * stage.batch_size, seed=0, shuffle=False,
+    """The model's logits on the validation items, each rank a shard of the crops, gathered in item order.
+
+    A real crop comes with its copies by the validation families (made in the
+    loader's workers), so a batch reads ``2 * batch_size // (1 + families)`` crops:
+    at most ``2 * batch_size`` images, as without families.
+    """
+    per_crop = 1 + len(items.families)
+    stream = ShuffledStream(FaceCrops(index, items.crops, families=items.source_families),
+                            batch_size=max(1, 2 * stage.batch_size // per_crop), seed=0, shuffle=False,
                             rank=ranks.rank, world=ranks.world)
     model.eval()
-    numbers, logits = [np.zeros(0, np.int64)], []
+    numbers, variants, logits = [np.zeros(0, np.int64)], [np.zeros(0, np.int64)], []
     for batch in stream_loader(stream, stage.workers, pin_memory=ranks.device.type == "cuda"):
         with precision.autocast():
             out = model(preprocess(batch.crops.to(ranks.device, non_blocking=True)))
         numbers.append(batch.index)
+        variants.append(batch.variant)
         logits.append(out["logits"].float().cpu().numpy())
-    gathered = ranks.gather((np.concatenate(numbers), np.concatenate(logits) if logits else None))
-    numbers = np.concatenate([n for n, _ in gathered])
-    logits = np.concatenate([z for _, z in gathered if z is not None])
-    order = np.argsort(numbers, kind="stable")
-    if not np.array_equal(numbers[order], crops):
-        raise RuntimeError("validation did not see every validation crop exactly once")
+    gathered = ranks.gather((np.concatenate(numbers), np.concatenate(variants),
+                             np.concatenate(logits) if logits else None))
+    numbers = np.concatenate([n for n, _, _ in gathered])
+    variants = np.concatenate([v for _, v, _ in gathered])
+    logits = np.concatenate([z for _, _, z in gathered if z is not None])
+    order = item_order(numbers, variants)
+    if not items.same_items(numbers[order], variants[order]):
+        raise RuntimeError("validation did not see every validation crop (and family copy) exactly once")
     return logits[order]
 
 

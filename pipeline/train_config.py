@@ -7,6 +7,7 @@ from typing import Optional
 from models.augment import AugmentConfig
 from models.crops import POLICIES, CropSpec
 from models.training import PRECISIONS
+from models.validation_families import VALIDATION_FAMILIES
 from transforms.settings import ConfigError, check_choice, check_fraction, check_non_negative, check_positive
 
 PRETRAINED = ("imagenet",)
@@ -21,6 +22,9 @@ class TrainDataConfig:
     # Crops each loader worker holds to shuffle the row groups' crops (memory: this many
     # encoded crops per worker, ~70 KB each at 224 px, plus the row group being read).
     shuffle_buffer: int = 1024
+    # Validation-only manipulations (models.validation_families): every real validation crop
+    # is also scored once per family, manipulated by it, as a fake. Needs aligned crops.
+    val_families: list[str] = field(default_factory=list)
 
     def validate(self) -> None:
         if not self.faces:
@@ -29,6 +33,10 @@ class TrainDataConfig:
         check_positive("data.val_frames_per_track", self.val_frames_per_track)
         check_positive("data.max_tracks_per_video", self.max_tracks_per_video)
         check_positive("data.shuffle_buffer", self.shuffle_buffer)
+        for name in self.val_families:
+            check_choice("data.val_families", name, VALIDATION_FAMILIES)
+        if len(set(self.val_families)) != len(self.val_families):
+            raise ConfigError(f"config key 'data.val_families' names a family twice: {self.val_families}")
 
 
 @dataclass

@@ -46,8 +46,8 @@ def face_table_crop(config: TrainConfig) -> CropSpec:
 
     Raises:
         ConfigError: If ``model.input_size``/``crop_policy``/``crop_margin``/``box_margins``
-            describe other crops than the face table holds, or self-blending is asked
-            of crops that are not aligned.
+            describe other crops than the face table holds, or self-blending or
+            validation families (``data.val_families``) are asked of crops that are not aligned.
     """
     table = read_crop_spec(config.data.faces)
     wanted = config.model.crop
@@ -60,6 +60,9 @@ def face_table_crop(config: TrainConfig) -> CropSpec:
     if table.policy != ALIGNED and config.augment.sbi_p > 0:
         raise ConfigError(f"augment.sbi_p={config.augment.sbi_p:g} self-blends on the aligned face template, "
                           f"but the face table holds {table.describe()} crops: set augment.sbi_p=0")
+    if table.policy != ALIGNED and config.data.val_families:
+        raise ConfigError(f"data.val_families edits the face parts where the aligned face template puts them, "
+                          f"but the face table holds {table.describe()} crops: set data.val_families=[]")
     return table
 
 

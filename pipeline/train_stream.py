@@ -25,6 +25,7 @@ from models.labels import FAKE_INDEX, REAL, class_index
 from models.preprocess import decode_crop
 from models.streaming import ShuffledStream
 from models.training import CropBatch, augmented_crop
+from models.validation_families import apply_validation_family
 from pipeline.train_data import FaceIndex
 
 
@@ -40,11 +41,16 @@ class FaceCrops:
         boxes: Also read each crop's detector box (calibration aggregates with it).
         blend: ``(TrainAugment, seed)``: follow each crop of a real video by a
             self-blended copy, one blend per track (``models.augment.self_blend_track``).
+        families: ``(names, seed, landmarks)``: follow each crop of a real video by
+            one fake copy per validation family (``models.validation_families``), the
+            ``k``-th (1-based) made with a generator seeded by ``family_seed(seed, crop, k)``
+            and marked ``variant == k`` in the batch; ``landmarks`` are the crops' five
+            points (the aligned face template).
     """
 
     def __init__(self, index: FaceIndex, crops: np.ndarray, *, augment: Optional[Callable] = None, seed: int = 0,
                  epoch: int = 0, manipulation_classes: Sequence[str] = (), boxes: bool = False,
-                 blend: Optional[tuple] = None):
+                 blend: Optional[tuple] = None, families: Optional[tuple] = None):
         self.index = index
         self.mask = np.zeros(index.num_crops, bool)
         self.mask[crops] = True
@@ -53,6 +59,7 @@ class FaceCrops:
         self.manipulation_classes = tuple(manipulation_classes)
         self.columns = ["frame_index", "crop_png"] + (["box"] if boxes else [])
         self.blend = blend
+        self.families = families
 
     @property
     def num_units(self) -> int:
@@ -78,32 +85,45 @@ class FaceCrops:
         crop_numbers = np.array([payload[0] for _, _, payload in items], np.int64)
         tracks = self.index.track_of(crop_numbers)
         videos = self.index.track_video[tracks]
-        crops, targets, manipulations, numbers, boxes, blended = [], [], [], [], [], []
+        crops, targets, manipulations, numbers, boxes, blended, variants = [], [], [], [], [], [], []
         for (_, _, (crop, png, box)), track, video in zip(items, tracks, videos):
             label, manipulation = self.index.video_label[video], self.index.video_manipulation[video]
             img, target, m = augmented_crop(decode_crop(png), class_index(label), manipulation, self.augment,
                                             (self.seed, self.epoch, crop), self.manipulation_classes)
-            copies = [(img, target, m, False)]
+            copies = [(img, target, m, False, 0)]
             if self.blend is not None and label == REAL:
                 augment, seed = self.blend
                 (fake,) = self_blend_track(augment, [img], track_blend_seed(seed, int(track)))
-                copies.append((fake, FAKE_INDEX, -1, True))
-            for img, target, m, is_blend in copies:
+                copies.append((fake, FAKE_INDEX, -1, True, 0))
+            if self.families is not None and label == REAL:
+                names, seed, landmarks = self.families
+                for k, name in enumerate(names, start=1):
+                    edited = apply_validation_family(name, img, landmarks, np.random.default_rng(
+                        family_seed(seed, crop, k)))
+                    copies.append((edited, FAKE_INDEX, -1, False, k))
+            for img, target, m, is_blend, variant in copies:
                 crops.append(img)
                 targets.append(target)
                 manipulations.append(m)
                 numbers.append(crop)
                 boxes.append(box)
                 blended.append(is_blend)
+                variants.append(variant)
         return CropBatch(
             torch.from_numpy(np.stack(crops)), torch.tensor(targets, dtype=torch.int64),
             torch.tensor(manipulations, dtype=torch.int64), index=np.array(numbers, np.int64),
-            boxes=np.stack(boxes) if "box" in self.columns else None, blended=np.array(blended, bool))
+            boxes=np.stack(boxes) if "box" in self.columns else None, blended=np.array(blended, bool),
+            variant=np.array(variants, np.int64))
 
 
 def track_blend_seed(seed: int, track: int) -> int:
     """The self-blend of a track's pseudo-fake copy: one draw per (run seed, track)."""
     return int(np.random.default_rng([seed, 11, track]).integers(2**31))
+
+
+def family_seed(seed: int, crop: int, family: int) -> tuple[int, int, int, int]:
+    """The generator seed of crop ``crop``'s copy by validation family ``family`` (1-based): the same every epoch."""
+    return (seed, 23, int(crop), int(family))
 
 
 def _as_is(batch):

@@ -251,6 +251,25 @@ def test_the_families_do_not_borrow_the_training_manipulation():
         assert not any(name.startswith(TRAINING_MANIPULATION) for name in _imports(module)), module
 
 
+# The validation-only families (early stopping's extra fakes): a third mechanism, sharing code with neither side.
+VALIDATION_FAMILIES = "models.validation_families"
+
+
+def test_the_validation_families_share_no_code_with_training_or_test_manipulations():
+    loaded = _loaded_by((VALIDATION_FAMILIES,))
+    assert VALIDATION_FAMILIES in loaded
+    borrowed = TRAINING_MANIPULATION + FAMILIES
+    assert not [m for m in loaded if m.startswith(borrowed)]
+    for module in sorted(m for m in loaded if m.startswith("models")):  # lazy imports too
+        assert not any(name.startswith(borrowed) for name in _imports(module)), module
+    # ... and neither the training manipulation nor the test families draw on them.
+    for side in (TRAINING_MANIPULATION, ("models.families.registry", "pipeline.synthetic.crossset")):
+        loaded = _loaded_by(side)
+        assert VALIDATION_FAMILIES not in loaded
+        for module in sorted(loaded):
+            assert not any(name.startswith(VALIDATION_FAMILIES) for name in _imports(module)), module
+
+
 def test_held_out_identities_are_the_training_sets_test_split(tmp_path: Path):
     made = generate_training_set(str(tmp_path), identities=8, seconds=0.2, train_videos=1)
     assert held_out_identities(identities=8) == sorted({i.group for i in made if i.split == "test"},
