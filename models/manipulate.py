@@ -58,6 +58,7 @@ from models.face_mask import (
 logger = logging.getLogger(__name__)
 
 _UNSHARP_SIGMA = 1.5  # Gaussian of the unsharp mask that sharpens a source
+_MIN_CLONE_PIXELS = 16  # smaller mask cores are alpha-blended (cv2.seamlessClone fails on a few pixels)
 
 # The blending API in one import: what a blend draws (models.blend_params) and where masks
 # are drawn (models.face_mask) are re-exported, so callers need not know where each lives.
@@ -158,7 +159,8 @@ def blend_face(
     region = target[y0:y1, x0:x1].astype(np.float32)
     alpha = mask[y0:y1, x0:x1, None]
     if sample.seamless:
-        styled = _poisson_clone(styled, target[y0:y1, x0:x1], mask[y0:y1, x0:x1])
+        # The cloned region is the mask's shape, whatever the blend ratio scales it by.
+        styled = _poisson_clone(styled, target[y0:y1, x0:x1], mask[y0:y1, x0:x1] / np.float32(sample.blend_ratio))
     blended = np.clip(np.rint(region + alpha * (styled - region)), 0, 255).astype(np.uint8)
     image = target.copy()
     image[y0:y1, x0:x1] = np.where(alpha > 0, blended, target[y0:y1, x0:x1])
@@ -207,10 +209,13 @@ def _poisson_clone(source: np.ndarray, target: np.ndarray, mask: np.ndarray) -> 
 
     Inside the mask the result keeps the source's gradients and takes the target's
     values at the mask's edge (``cv2.seamlessClone``); outside it is the target.
-    Images are padded first, since OpenCV wants the mask clear of the border.
+    Images are padded first, since OpenCV wants the mask clear of the border. A
+    region too small to clone (OpenCV fails on a few pixels) keeps the source as it
+    is, so the blend is an alpha blend.
     """
     inside = np.where(mask > 0.5, 255, 0).astype(np.uint8)
-    if not inside.any():
+    if np.count_nonzero(cv2.erode(inside, np.ones((3, 3), np.uint8))) < _MIN_CLONE_PIXELS:
+        logger.debug("Poisson blending skipped: the mask's core is under %d pixels", _MIN_CLONE_PIXELS)
         return source
     pad = 2
     src, dst = (cv2.copyMakeBorder(a, pad, pad, pad, pad, cv2.BORDER_REFLECT_101)

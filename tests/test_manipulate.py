@@ -466,3 +466,24 @@ def test_warp_moves_the_source_smoothly(crop: np.ndarray) -> None:
     np.testing.assert_array_equal(results[0].image, results[1].image)
     assert results[0].params.warp > 0 and results[0].params.warp_seed != results[2].params.warp_seed
     assert not np.array_equal(results[0].image, results[2].image)
+
+
+def test_poisson_blending_of_a_tiny_or_faint_mask_falls_back_to_alpha(crop: np.ndarray) -> None:
+    # cv2.seamlessClone fails on a mask of a few pixels; such a blend stays an alpha blend.
+    from models.manipulate import _poisson_clone
+
+    source = np.full(crop.shape, 200.0, np.float32)
+    for cells in ([(80, 80)], [(80, 80), (80, 81)], [(0, 0)], [(159, 159)]):
+        mask = np.zeros(crop.shape[:2], np.float32)
+        for y, x in cells:
+            mask[y, x] = 1.0
+        np.testing.assert_array_equal(_poisson_clone(source, crop, mask), source)
+    # A low blend ratio still clones the mask's shape (not just where ratio * mask > 0.5).
+    params = _only("colour", seamless=True)
+    params = dataclasses.replace(params, blend_ratio=(0.3, 0.3), variety=dataclasses.replace(
+        params.variety, full_blend_p=0.0))
+    result = blend_face(crop, TEMPLATE, np.random.default_rng(0), params=params)
+    alpha = blend_face(crop, TEMPLATE, np.random.default_rng(0), params=dataclasses.replace(
+        params, variety=dataclasses.replace(params.variety, seamless_p=0.0)))
+    assert result.params.seamless and result.params.blend_ratio == 0.3 and not alpha.params.seamless
+    assert np.abs(result.image.astype(int) - alpha.image).max() > 2
