@@ -72,6 +72,44 @@ def test_the_handler_holds_the_processs_one_copy_of_the_checkpoint():
     assert model.checkpoint is acquire_checkpoint("untrained")  # the copy the aggregator gets too
 
 
+def test_the_handler_and_the_scout_scorer_share_one_frame_predictor(monkeypatch):
+    """One frame model readied per process: RunInference's threads and scouting all get the same predictor."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    import transforms.checkpoints as checkpoints
+    import transforms.scouting as scouting
+    from models.device import native_bf16
+
+    # Fresh Shared handles, so that what earlier tests in this process built does not count.
+    monkeypatch.setattr(checkpoints, "_PREDICTORS", {}, raising=False)
+    monkeypatch.setattr(scouting, "_SCORERS", {}, raising=False)
+    built = []
+    init = FramePredictor.__init__
+
+    def counting_init(self, *args, **kwargs):
+        built.append(self)
+        init(self, *args, **kwargs)
+
+    monkeypatch.setattr(FramePredictor, "__init__", counting_init)
+    # As in a scan: the handler gets the precision the driver resolved, the scout scorer model.precision as written.
+    resolved = "bf16" if native_bf16(resolve_device("cpu")) else "fp32"
+    handler = FrameModelHandler("untrained", device="cpu", optimize=False, precision=resolved)
+
+    def scout():
+        return scouting.acquire_scout_scorer("untrained", device="cpu", precision="auto", optimize=False,
+                                             batch_size=3)
+
+    with ThreadPoolExecutor(4) as pool:  # set up at once, as a worker's threads do
+        futures = [pool.submit(handler.load_model), pool.submit(scout), pool.submit(handler.load_model),
+                   pool.submit(scout)]
+        model, scorer, model_again, scorer_again = [f.result() for f in futures]
+    assert len(built) == 1, f"the frame model was readied {len(built)} times in one process"
+    assert model_again is model and scorer.predictor is scorer_again.predictor is model.predictor is built[0]
+    assert scorer.checkpoint is model.checkpoint is checkpoints.acquire_checkpoint("untrained")
+    images = np.stack(crops(5))  # the scorer's batches of 3 and 2 score as the handler's one batch of 5
+    np.testing.assert_allclose(scorer(images), model(images)[0], atol=1e-5)
+
+
 def test_model_copies_enable_cross_process_sharing():
     assert not FrameModelHandler("untrained").share_model_across_processes()
     shared = FrameModelHandler("untrained", model_copies=1)

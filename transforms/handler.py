@@ -1,7 +1,6 @@
 """The RunInference model handler for the frame model."""
 from __future__ import annotations
 
-import logging
 import time
 from typing import Any, Iterable, Optional, Sequence
 
@@ -9,40 +8,22 @@ import numpy as np
 from apache_beam.metrics import Metrics
 from apache_beam.ml.inference.base import ModelHandler, PredictionResult
 
-from models.checkpoint import LoadedCheckpoint
-from models.device import compute_cpu_clock, resolve_device, set_torch_threads
-from models.inference import FramePredictor
-from transforms.checkpoints import acquire_checkpoint
+from models.device import compute_cpu_clock, set_torch_threads
+from transforms.checkpoints import ScanPredictor, acquire_frame_predictor
 from transforms.elements import METRICS_NAMESPACE, FaceScore
 
-logger = logging.getLogger(__name__)
-
-
-class ScanPredictor:
-    """A ``FramePredictor`` together with the shared checkpoint it was made from.
-
-    The checkpoint is the process's one copy (``transforms.checkpoints``), which
-    the aggregator uses too; holding it here keeps that copy alive for as long as
-    the predictor is, so it is never loaded twice in one process.
-    """
-
-    def __init__(self, predictor: FramePredictor, checkpoint: LoadedCheckpoint):
-        self.predictor = predictor
-        self.checkpoint = checkpoint
-        self.device_name = predictor.device_name
-
-    def __call__(self, crops: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-        return self.predictor(crops)
 
 
 class FrameModelHandler(ModelHandler[np.ndarray, FaceScore, ScanPredictor]):
     """Scores face crops (``S x S x 3`` uint8, ``S`` the card's input size) with the checkpoint's frame model.
 
     Wrap it in ``KeyedModelHandler`` to carry crop keys through RunInference. The
-    checkpoint is loaded once per process (``acquire_checkpoint``, shared with the
-    aggregator), or ``model_copies`` times per machine across processes when set
-    (one copy per GPU on Dataflow). A crop of another size fails its batch, which
-    becomes an error row (crops are never resized to fit the model).
+    checkpoint is loaded, and the frame model readied, once per process
+    (``acquire_frame_predictor``: the same predictor scores the scout frames, and
+    the aggregator gets the same checkpoint), or ``model_copies`` times per machine
+    across processes when set (one copy per GPU on Dataflow). A crop of another
+    size fails its batch, which becomes an error row (crops are never resized to
+    fit the model).
     """
 
     def __init__(
@@ -65,11 +46,9 @@ class FrameModelHandler(ModelHandler[np.ndarray, FaceScore, ScanPredictor]):
 
     def load_model(self) -> ScanPredictor:
         set_torch_threads(self._torch_threads)
-        device = resolve_device(self._device)
-        checkpoint = acquire_checkpoint(self._checkpoint)
-        predictor = FramePredictor(checkpoint, device, optimize=self._optimize, precision=self._precision)
-        logger.info("frame model %s loaded on %s", checkpoint.card.name, predictor.device_name)
-        return ScanPredictor(predictor, checkpoint)
+        # The process's one predictor for these settings, also the scout scorer's (transforms.checkpoints).
+        return acquire_frame_predictor(self._checkpoint, device=self._device, precision=self._precision,
+                                       optimize=self._optimize)
 
     def run_inference(
         self,

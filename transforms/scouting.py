@@ -6,13 +6,12 @@ batch is decoded forward from its first frame's keyframe, one batch ahead of
 detection), so memory does not grow with the video's length and full frames
 never leave the decoder. Each batch's faces are found on downscaled copies,
 cut as the checkpoint's card says, and scored at once by the frame model
-(``ScoutScorer``: the worker process's shared copy of the checkpoint, the one
-the RunInference handler uses).
+(``ScoutScorer``: the worker process's shared frame predictor, the one the
+RunInference handler uses).
 """
 from __future__ import annotations
 
 import logging
-import threading
 import time
 from typing import Callable, ContextManager, Optional, Sequence
 
@@ -28,60 +27,43 @@ logger = logging.getLogger(__name__)
 Scorer = Callable[[np.ndarray], np.ndarray]
 
 
-_LOCK = threading.Lock()
-_SCORERS: dict[tuple, object] = {}  # per process: one Beam ``Shared`` handle per scorer setting
-
-
 def acquire_scout_scorer(checkpoint: str, *, device: str = "auto", precision: str = "auto", optimize: bool = True,
                          batch_size: int = 8) -> "ScoutScorer":
-    """The worker process's one ``ScoutScorer`` for these settings, built on first use.
+    """A ``ScoutScorer`` around the worker process's one frame predictor for these settings.
 
-    Every extraction DoFn instance of the process (one per worker thread) shares it,
-    as the RunInference handler's threads share its model: the model is traced once.
-    Keep a reference while scoring, so that a later caller gets the same one.
+    The predictor is ``transforms.checkpoints.acquire_frame_predictor``'s, built once
+    per process under Beam's ``Shared``: the very object the RunInference handler's
+    ``load_model`` returns, so the frame model is readied (traced, on the CPU) once,
+    not once for the handler and again for scouting. The scorer itself is a thin,
+    cheap wrapper; keep it while scoring, so the shared predictor stays alive.
     """
-    from apache_beam.utils import shared
-
-    key = (checkpoint, device, precision, optimize, batch_size)
-    with _LOCK:
-        handle = _SCORERS.setdefault(key, shared.Shared())
-
-    def build() -> ScoutScorer:
-        return ScoutScorer(checkpoint, device=device, precision=precision, optimize=optimize,
-                           batch_size=batch_size)
-
-    return handle.acquire(build, tag=f"scout-scorer:{key}")
+    return ScoutScorer(checkpoint, device=device, precision=precision, optimize=optimize, batch_size=batch_size)
 
 
 class ScoutScorer:
-    """Fake probabilities of face crops from the worker process's shared checkpoint copy.
+    """Fake probabilities of face crops from the worker process's shared frame predictor.
 
-    Built through ``acquire_scout_scorer`` in a DoFn's ``setup``: ``acquire_checkpoint``
-    hands out the copy the frame model handler and the aggregator use (the file is
-    staged and opened once per process), and ``FramePredictor`` is the handler's own
-    predictor code. Crops are scored ``batch_size`` at a time; the scorer may be
-    called from several threads at once.
+    Built through ``acquire_scout_scorer`` in a DoFn's ``setup``: ``acquire_frame_predictor``
+    hands out the predictor the frame model handler uses, made from the checkpoint
+    copy the aggregator uses (the file is staged and opened, and the model traced,
+    once per process). Crops are scored ``batch_size`` at a time; the scorer may be
+    called from several threads at once (see ``transforms.checkpoints.ScanPredictor``).
     """
 
     def __init__(self, checkpoint: str, *, device: str = "auto", precision: str = "auto", optimize: bool = True,
                  batch_size: int = 8):
-        from models.device import resolve_device
-        from models.inference import FramePredictor
-        from transforms.checkpoints import acquire_checkpoint
+        from transforms.checkpoints import acquire_frame_predictor
 
-        self.checkpoint = acquire_checkpoint(checkpoint)  # held: keeps the shared copy alive
-        card = self.checkpoint.card
-        # model.precision=auto defers to a card that names the precision its weights score in (as the scan does).
-        if precision == "auto" and card.precision:
-            precision = card.precision
-        self.predictor = FramePredictor(self.checkpoint, resolve_device(device), optimize=optimize,
-                                        precision=precision)
-        self.crop = card.crop
+        # model.precision=auto defers to the card there, as the scan's handler does: both get one predictor.
+        self.shared = acquire_frame_predictor(checkpoint, device=device, precision=precision, optimize=optimize)
+        self.predictor = self.shared.predictor
+        self.checkpoint = self.shared.checkpoint
+        self.crop = self.checkpoint.card.crop
         self.batch_size = max(int(batch_size), 1)
-        logger.info("scout frames scored by %s on %s", card.name, self.predictor.device_name)
+        logger.info("scout frames scored by %s on %s", self.checkpoint.card.name, self.shared.device_name)
 
     def __call__(self, crops: np.ndarray) -> np.ndarray:
-        out = [self.predictor(crops[i : i + self.batch_size])[0] for i in range(0, len(crops), self.batch_size)]
+        out = [self.shared(crops[i : i + self.batch_size])[0] for i in range(0, len(crops), self.batch_size)]
         return np.concatenate(out).astype(np.float32) if out else np.zeros((0,), np.float32)
 
 
