@@ -13,7 +13,6 @@ from transforms.checkpoints import ScanPredictor, acquire_frame_predictor
 from transforms.elements import METRICS_NAMESPACE, FaceScore
 
 
-
 class FrameModelHandler(ModelHandler[np.ndarray, FaceScore, ScanPredictor]):
     """Scores face crops (``S x S x 3`` uint8, ``S`` the card's input size) with the checkpoint's frame model.
 
