@@ -32,7 +32,7 @@ logger = logging.getLogger(__name__)
 _PROBABILITIES = ("flip_p", "color_jitter_p", "downscale_p", "blur_p", "jpeg_p", "sbi_p",
                   "sbi_mask_deform_p", "sbi_misalign_p", "sbi_color_p", "sbi_sharpness_p",
                   "sbi_resample_p", "sbi_jpeg_p", "sbi_full_blend_p", "sbi_noise_p", "sbi_warp_p",
-                  "sbi_seamless_p")
+                  "sbi_seamless_p", "sbi_warp_only_p")
 _NOT_PAIRS = _PROBABILITIES + ("sbi_mask_outlines",)
 _MIN_SIGMA = 0.1  # below this a Gaussian kernel is the identity on uint8 pixels
 _GRAY = np.array([0.299, 0.587, 0.114], dtype=np.float32)  # ITU-R BT.601 luma
@@ -96,6 +96,10 @@ class AugmentConfig:
     sbi_noise_p: float = 0.3
     sbi_warp_p: float = 0.3
     sbi_seamless_p: float = 0.3
+    # Of the self-blends, the fraction that only move the face's own pixels: a smooth warp
+    # of sbi_warp_only_amount face sizes inside the mask, no appearance mismatch at all.
+    sbi_warp_only_p: float = 0.0
+    sbi_warp_only_amount: list[float] = field(default_factory=lambda: [0.01, 0.04])
 
     def validate(self) -> None:
         """Raise ``ValueError`` naming the first setting that is out of range."""
@@ -117,6 +121,8 @@ class AugmentConfig:
             and all(q.is_integer() for q in pairs["jpeg_quality"]),
             "sbi_mask_blur": pairs["sbi_mask_blur"][0] >= 0.0,
             "sbi_blend_ratio": 0.0 < pairs["sbi_blend_ratio"][0] and pairs["sbi_blend_ratio"][1] <= 1.0,
+            "sbi_warp_only_amount": 0.0 < pairs["sbi_warp_only_amount"][0]
+            and pairs["sbi_warp_only_amount"][1] < 0.1,
         }
         for name, ok in checks.items():
             if not ok:
@@ -242,6 +248,23 @@ def self_blend_params(config: AugmentConfig | None = None) -> BlendParams:
                    variety=variety)
 
 
+def warp_only_params(config: AugmentConfig | None = None) -> BlendParams:
+    """Self-blends that only move the face's own pixels: a smooth warp inside the mask, nothing else.
+
+    The mask outlines and deformations are those of :func:`self_blend_params`; no
+    misalignment, colour, sharpness, resampling, JPEG or grain; full opacity, alpha
+    blending (the warp fades to the identity at the mask's edge). What is left is
+    geometry and the resampling that moved it, as reenactment and liquify-style
+    edits leave.
+    """
+    cfg = config or AugmentConfig()
+    base = self_blend_params(cfg)
+    variety = replace(base.variety, misalign_p=0.0, colour_p=0.0, sharpness_p=0.0, resample_p=0.0,
+                      jpeg_p=0.0, noise_p=0.0, warp_p=1.0, seamless_p=0.0, full_blend_p=1.0,
+                      warp_amount=tuple(cfg.sbi_warp_only_amount))
+    return replace(base, variety=variety)
+
+
 class TrainAugment:
     """Training-time augmentation of one aligned face crop.
 
@@ -253,8 +276,10 @@ class TrainAugment:
 
     Random draws happen in that order too: one ``rng.random()`` per step
     (always, even when its probability is 0 or 1), followed by that step's own
-    draws when it is taken. The self-blend decision is the first draw, and
-    ``blend_face`` then draws from the same generator.
+    draws when it is taken. The self-blend decision is the first draw; with
+    ``sbi_warp_only_p`` > 0 a second one chooses a warp-only blend
+    (:func:`warp_only_params`) over the diverse recipe, and ``blend_face`` then
+    draws from the same generator.
 
     Args:
         config: Probabilities and ranges; defaults to ``AugmentConfig()``.
@@ -275,6 +300,7 @@ class TrainAugment:
             raise ValueError(f"margin out of range: {margin}")
         self.margin = float(margin)
         self.blend_params = blend_params or self_blend_params(self.config)
+        self.warp_only_params = warp_only_params(self.config)
         self._templates: dict[int, np.ndarray] = {}
 
     def __repr__(self) -> str:
@@ -306,11 +332,14 @@ class TrainAugment:
             raise ValueError(f"label must be {REAL} (real) or {FAKE} (fake), got {label!r}")
         cfg = self.config
         out = img
-        if rng.random() < cfg.sbi_p and label == REAL:
+        blend = rng.random() < cfg.sbi_p
+        warp_only = cfg.sbi_warp_only_p > 0 and rng.random() < cfg.sbi_warp_only_p
+        if blend and label == REAL:
             height, width = img.shape[:2]
             if height != width:
                 raise ValueError(f"self-blending needs a square aligned crop, got {width}x{height}")
-            out = blend_face(img, self._template(height), rng, params=self.blend_params).image
+            params = self.warp_only_params if warp_only else self.blend_params
+            out = blend_face(img, self._template(height), rng, params=params).image
             label, manipulation = FAKE, SELF_BLEND
         if rng.random() < cfg.flip_p:
             out = hflip(out)

@@ -153,8 +153,13 @@ def blend_face(
     warped = cv2.warpAffine(source, warp[:2], (int(x1 - x0), int(y1 - y0)),
                             flags=cv2.INTER_LINEAR, borderMode=cv2.BORDER_REFLECT_101)
     if sample.warp > 0:
+        # The displacement fades with the mask's shape, so the warp is the identity at its
+        # edge (as a local re-render moves pixels) and the blend leaves no double edge.
         map_x, map_y = displacement_maps(warped.shape[:2], sample.warp, sample.warp_seed)
-        warped = cv2.remap(warped, map_x, map_y, cv2.INTER_LINEAR, borderMode=cv2.BORDER_REFLECT_101)
+        fade = np.clip(mask[y0:y1, x0:x1] / np.float32(sample.blend_ratio), 0.0, 1.0)
+        xs, ys = np.meshgrid(np.arange(x1 - x0, dtype=np.float32), np.arange(y1 - y0, dtype=np.float32))
+        warped = cv2.remap(warped, xs + fade * (map_x - xs), ys + fade * (map_y - ys), cv2.INTER_LINEAR,
+                           borderMode=cv2.BORDER_REFLECT_101)
     styled = _restyle(warped.astype(np.float32), sample)
     region = target[y0:y1, x0:x1].astype(np.float32)
     alpha = mask[y0:y1, x0:x1, None]

@@ -263,3 +263,38 @@ def test_self_blend_track_draws_one_blend_for_every_frame(crop: np.ndarray) -> N
         assert _mean_abs_diff(fake, frame) > 0.5  # every frame is manipulated
     other = self_blend_track(augment, frames[:1], seed=12)[0]
     assert not np.array_equal(other, fakes[0])  # another track, another blend
+
+
+def test_warp_only_blends_move_pixels_and_nothing_else(crop: np.ndarray) -> None:
+    from models.augment import warp_only_params
+
+    config = dataclasses.replace(NOTHING, sbi_p=1.0, sbi_warp_only_p=1.0, sbi_warp_only_amount=[0.03, 0.04])
+    params = warp_only_params(config)
+    template = face_template(SIZE, MARGIN)
+    for seed in range(4):
+        result = blend_face(crop, template, np.random.default_rng(seed), params=params)
+        drawn = result.params
+        assert drawn.mismatches == ("warp",) and not drawn.seamless and drawn.blend_ratio == 1.0
+        assert (drawn.colour_gain, drawn.sharpness, drawn.noise_sigma, drawn.resample, drawn.jpeg_quality,
+                drawn.scale) == ((1.0, 1.0, 1.0), "none", 0.0, 1.0, 0, 1.0)
+        assert 0.03 * SIZE * 0.5 < result.params.warp  # a fraction of the face size, in pixels
+        inside = result.mask > 0.99
+        diff = np.abs(result.image.astype(int) - crop.astype(int))
+        assert diff[inside].mean() > 1.0  # the geometry moved
+        assert diff[result.mask == 0].max() == 0
+        edge = (result.mask > 0) & (result.mask < 0.2)  # the warp fades to the identity at the edge
+        assert diff[edge].mean() < 0.5 * diff[inside].mean()
+    augment = TrainAugment(config=config, margin=MARGIN)
+    out, label, manipulation = augment(crop, 0, np.random.default_rng(1))
+    assert (label, manipulation) == (1, SELF_BLEND) and not np.array_equal(out, crop)
+    # sbi_warp_only_p = 0 draws nothing more: the default recipe's draws are unchanged.
+    plain = dataclasses.replace(NOTHING, sbi_p=1.0)
+    a = TrainAugment(config=plain, margin=MARGIN)(crop, 0, np.random.default_rng(5))[0]
+    b = blend_face(crop, template, _after_one_draw(5), params=self_blend_params(plain)).image
+    np.testing.assert_array_equal(a, b)
+
+
+def _after_one_draw(seed: int) -> np.random.Generator:
+    rng = np.random.default_rng(seed)
+    rng.random()  # the self-blend decision
+    return rng
