@@ -9,8 +9,8 @@ them from the face table's row groups through a shuffle buffer
 made from real crops), trains under autocast (``frame.precision``), and
 validates on fixed, evenly spaced validation crops (with ``data.val_families``,
 also on fixed validation-only edits of the real ones: ``pipeline.frame_validation``);
-the weights with the lowest validation log loss are kept (early stopping on
-``frame.patience``). With ``frame.ema_decay`` a moving average of the weights is
+the weights with the lowest validation log loss (or, with ``frame.select_on: auc``,
+the highest validation AUC) are kept (early stopping on ``frame.patience``). With ``frame.ema_decay`` a moving average of the weights is
 what is validated and kept. Under torchrun each rank trains on its own shard
 (``pipeline.distributed``). The state after every epoch, and every
 ``frame.save_every_steps`` steps, goes to ``OUTPUT/state.pt`` (``pipeline.train_state``).
@@ -124,7 +124,7 @@ def train_frames(
         model=model,
         optimizer=optimizer,
         scheduler=torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, T_max=stage.epochs),
-        early=EarlyStopping(stage.patience, mode="min"),
+        early=EarlyStopping(stage.patience, mode="max" if stage.select_on == "auc" else "min"),
         ema=weight_ema(model, stage.ema_decay) if stage.ema_decay > 0 else None,
         scaler=precision.scaler,
     )
@@ -156,7 +156,7 @@ def train_frames(
         by_manipulation = auc_by_manipulation(val_items, probabilities)
         if ranks.is_main:
             log_aucs(epoch, by_manipulation)
-        improved = parts.early.step(val["log_loss"])
+        improved = parts.early.step(val[stage.select_on])
         if improved:
             best_state = {k: v.detach().cpu().clone() for k, v in evaluated.state_dict().items()}
         log.write({"stage": "frame", "epoch": epoch + 1, "lr": parts.scheduler.get_last_lr()[0],

@@ -11,6 +11,7 @@ from models.validation_families import VALIDATION_FAMILIES
 from transforms.settings import ConfigError, check_choice, check_fraction, check_non_negative, check_positive
 
 PRETRAINED = ("imagenet",)
+SELECT_ON = ("log_loss", "auc")  # frame.select_on: the validation figure early stopping follows
 
 
 @dataclass
@@ -96,6 +97,10 @@ class FrameStageConfig:
     # Autocast: auto = bf16 on a GPU that has it, fp16 with a gradient scaler on older GPUs, fp32 on the CPU.
     precision: str = "auto"
     save_every_steps: int = 500  # also write state.pt within an epoch (0: at epoch ends only)
+    # What early stopping keeps: the lowest validation log loss, or the highest validation AUC.
+    # Calibration fits a temperature afterwards, so an over-confident epoch that ranks better
+    # is not lost to its log loss with "auc".
+    select_on: str = "log_loss"
 
     def validate(self) -> None:
         check_positive("frame.epochs", self.epochs)
@@ -111,6 +116,7 @@ class FrameStageConfig:
         check_non_negative("frame.workers", self.workers)
         check_choice("frame.precision", self.precision, PRECISIONS)
         check_non_negative("frame.save_every_steps", self.save_every_steps)
+        check_choice("frame.select_on", self.select_on, SELECT_ON)
 
 
 @dataclass

@@ -201,6 +201,27 @@ def test_train_writes_a_scan_checkpoint_and_resumes(faces_dir, tmp_path):
     assert load_config(TrainConfig, str(tmp_path / "config.yaml")).resume == str(tmp_path / "state.pt")
 
 
+@pytest.mark.parametrize("select_on", ["auc", "log_loss"])
+def test_early_stopping_keeps_the_epoch_its_validation_figure_prefers(faces_dir, tmp_path, select_on):
+    _train(*_tiny(faces_dir, tmp_path, "frame.epochs=3", "frame.patience=3", "frame.lr=0.003",
+                  f"frame.select_on={select_on}", "sequence.enabled=false"))
+    frames = [json.loads(l) for l in (tmp_path / "metrics.jsonl").read_text().splitlines()
+              if json.loads(l)["stage"] == "frame"]
+    values = [f["val_auc" if select_on == "auc" else "val_log_loss"] for f in frames]
+    best = None
+    for frame, value in zip(frames, values):  # "best" marks each new maximum AUC (minimum loss)
+        better = best is None or (value > best if select_on == "auc" else value < best)
+        assert frame["best"] == better, (select_on, values, [f["best"] for f in frames])
+        best = value if better else best
+    assert load_config(TrainConfig, str(tmp_path / "config.yaml")).frame.select_on == select_on
+
+
+def test_an_unknown_selection_figure_stops_in_one_line(faces_dir, tmp_path, capsys):
+    assert main(["train", *_set(*_tiny(faces_dir, tmp_path, "frame.select_on=accuracy"))]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "frame.select_on" in err[0] and "auc" in err[0]
+
+
 def test_one_epoch_lowers_the_training_loss(faces_dir):
     rows = pq.read_table(str(faces_dir / "faces")).to_pylist()[:48]
     samples = [CropSample(r["crop_png"], int(r["label"] == "fake"), r["video_id"]) for r in rows]
