@@ -150,7 +150,7 @@ def train_frames(
                          config.seed, epoch)
         else:
             ranks.sync_buffers(model)
-        logits = _validation_logits(evaluated, index, val_items, preprocess, precision, ranks, stage)
+        logits = validation_logits(evaluated, index, val_items, preprocess, precision, ranks, stage)
         probabilities = fake_probabilities(logits, card.fake_index)
         val = binary_report(val_items.labels, probabilities, 0.5)
         by_manipulation = auc_by_manipulation(val_items, probabilities)
@@ -244,7 +244,7 @@ def _own_position(position: Optional[dict], ranks: Ranks, workers: int, epoch: i
 
 
 @torch.inference_mode()
-def _validation_logits(model, index: FaceIndex, items: ValidationSet, preprocess: FacePreprocess,
+def validation_logits(model, index: FaceIndex, items: ValidationSet, preprocess: FacePreprocess,
                        precision: MixedPrecision, ranks: Ranks, stage) -> np.ndarray:
     """The model's logits on the validation items, each rank a shard of the crops, gathered in item order.
 

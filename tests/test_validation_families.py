@@ -282,7 +282,7 @@ def test_validation_logits_come_back_in_item_order_with_the_family_copies(tmp_pa
 
     from models.preprocess import decode_crop
     from models.training import MixedPrecision
-    from pipeline.frame_stage import _validation_logits
+    from pipeline.frame_stage import validation_logits
     from pipeline.train_stream import family_seed
 
     index, items = _items(tmp_path, families)
@@ -291,7 +291,7 @@ def test_validation_logits_come_back_in_item_order_with_the_family_copies(tmp_pa
 
     def rank_main(rank: int) -> None:
         ranks = _ThreadRanks(rank, world, shared, barrier)
-        results[rank] = _validation_logits(_PixelMean(), index, items, lambda x: x,
+        results[rank] = validation_logits(_PixelMean(), index, items, lambda x: x,
                                            MixedPrecision(ranks.device, "fp32"), ranks, stage)
 
     threads = [threading.Thread(target=rank_main, args=(r,)) for r in range(world)]
@@ -318,7 +318,7 @@ def test_validation_logits_come_back_in_item_order_with_the_family_copies(tmp_pa
     # A crop missing from the gathered items is an error, not a silent gap.
     short = dataclasses.replace(items, numbers=items.numbers[1:], variants=items.variants[1:])
     with pytest.raises(RuntimeError, match="exactly once"):
-        _validation_logits(_PixelMean(), index, short, lambda x: x, MixedPrecision(torch.device("cpu"), "fp32"),
+        validation_logits(_PixelMean(), index, short, lambda x: x, MixedPrecision(torch.device("cpu"), "fp32"),
                            _ThreadRanks(0, 1, [None], threading.Barrier(1)), SimpleNamespace(batch_size=3, workers=0))
 
 
@@ -341,3 +341,18 @@ def test_the_frame_record_reports_each_manipulations_auc(tmp_path, workers, one_
     # 4 validation videos of 4 crops, 2 chosen per track; the 2 real videos' crops once per family too.
     assert frame["val_items"] == 4 * 2 + 2 * 2 * 2
     assert frame["val_auc"] is not None and frame["val_log_loss"] > 0
+    if workers == 0:  # bench.validation_auc scores the written checkpoint on the same items
+        import contextlib
+        import io
+
+        from bench.validation_auc import main as validation_auc
+
+        printed = io.StringIO()
+        with contextlib.redirect_stdout(printed):
+            assert validation_auc([str(out / "model.pt"), "--faces", str(faces),
+                                   "--config", str(out / "config.yaml")]) == 0
+        (line,) = [json.loads(text) for text in printed.getvalue().splitlines()]
+        assert line["items"] == frame["val_items"]
+        assert line["val_auc"] == pytest.approx(frame["val_auc"], abs=1e-3)
+        for name, auc in aucs.items():
+            assert line[name] == pytest.approx(auc, abs=1e-3)
